@@ -1,0 +1,195 @@
+"""NetworkPolicy realization in the agent: internal rules -> OpenFlow policy rules (spec §8.2–§8.3, §8.6).
+
+Input is what the controller sends this node (a `NodePolicyView`) and the local interface store.
+Output is a list of `OFRule`s with conj_ids allocated in a fixed order, so flows are deterministic:
+policies by namespace/name, rules in internal-rule order, named-port groups by key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from pyantrea.apis import controlplane as cp
+from pyantrea.apis.k8s import PodInterface
+from pyantrea.controller.networkpolicy import NodePolicyView
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """One value of a From/To clause: an IPv4 network (a /32 for a single IP) or an OVS port."""
+
+    kind: str  # "net" | "ofport"
+    value: str  # "10.0.0.1/32", "0.0.0.0/0" or "49"
+
+    @staticmethod
+    def net(cidr: str) -> "Address":
+        return Address("net", str(ipaddress.IPv4Network(cidr, strict=False)))
+
+    @staticmethod
+    def ofport(port: int) -> "Address":
+        return Address("ofport", str(port))
+
+
+@dataclass(frozen=True)
+class OFRule:
+    """One OpenFlow policy rule = one conjunction (types.PolicyRule in Antrea)."""
+
+    conj_id: int
+    direction: str  # In | Out
+    from_: tuple[Address, ...]
+    to: tuple[Address, ...]
+    services: tuple[cp.Service, ...] | None  # None: no service clause
+    policy: str  # ns/name
+    rule_index: int  # index of the internal rule inside its policy
+
+
+def ipblock_cidrs(block: cp.IPBlock) -> list[str]:
+    """cidr minus the union of its excepts, as a list of CIDRs (spec §8.6)."""
+    base = ipaddress.IPv4Network(block.cidr, strict=False)
+    excepts = sorted({ipaddress.IPv4Network(e, strict=False) for e in block.except_},
+                     key=lambda n: (n.prefixlen, int(n.network_address)))
+    normalized: list[ipaddress.IPv4Network] = []
+    for e in excepts:
+        if not any(e.subnet_of(x) for x in normalized):
+            normalized.append(e)
+    blocks = [base]
+    for e in normalized:
+        changed = True
+        while changed:
+            changed = False
+            for i, b in enumerate(blocks):
+                if e.subnet_of(b) and e != b:
+                    pieces = []
+                    e_addr = int(e.network_address)
+                    for length in range(b.prefixlen + 1, e.prefixlen + 1):
+                        flipped = e_addr ^ (1 << (32 - length))
+                        mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+                        pieces.append(ipaddress.IPv4Network((flipped & mask, length)))
+                    blocks[i:i + 1] = pieces
+                    changed = True
+                    break
+                if b.subnet_of(e):
+                    del blocks[i]
+                    changed = True
+                    break
+    return [str(b) for b in blocks]
+
+
+ServicesKey = tuple[tuple[str, str, str], ...]
+
+
+def _resolve(svc: cp.Service, member: cp.GroupMemberPod) -> cp.Service:
+    """A named port -> the member's number; unresolvable names stay named (Antrea's resolveService)."""
+    if not svc.named:
+        return svc
+    port = member.resolve(str(svc.port), svc.protocol)
+    if port is None:
+        return svc
+    return cp.Service(svc.protocol, port, svc.end_port)
+
+
+def _key(services: Iterable[cp.Service] | None) -> ServicesKey:
+    if services is None:
+        return ()
+    return tuple((s.protocol, "" if s.port is None else repr(s.port), "" if s.end_port is None else str(s.end_port))
+                 for s in services)
+
+
+def _filter_unresolved(services: tuple[cp.Service, ...] | None) -> tuple[cp.Service, ...] | None:
+    if services is None:
+        return None
+    return tuple(s for s in services if not s.named)
+
+
+def group_by_services(services: tuple[cp.Service, ...] | None, members: Iterable[cp.GroupMemberPod]
+                      ) -> dict[ServicesKey, tuple[tuple[cp.Service, ...] | None, list[cp.GroupMemberPod]]]:
+    """Members grouped by their resolved services (Antrea's groupMembersByServices)."""
+    members = list(members)
+    if services is None or not any(s.named for s in services):
+        return {_key(services): (services, members)}
+    out: dict[ServicesKey, tuple[tuple[cp.Service, ...] | None, list[cp.GroupMemberPod]]] = {}
+    for m in members:
+        resolved = tuple(_resolve(s, m) for s in services)
+        k = _key(resolved)
+        if k not in out:
+            out[k] = (resolved, [])
+        out[k][1].append(m)
+    return out
+
+
+class ConjIDAllocator:
+    """Per-agent allocator from 1; released ids are reused first-in-first-out (spec §8.4)."""
+
+    def __init__(self) -> None:
+        self._next = 1
+        self._free: list[int] = []
+
+    def allocate(self) -> int:
+        if self._free:
+            return self._free.pop(0)
+        i = self._next
+        self._next += 1
+        return i
+
+    def release(self, i: int) -> None:
+        self._free.append(i)
+
+
+def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
+                  alloc: ConjIDAllocator | None = None) -> list[OFRule]:
+    """Every OpenFlow policy rule of a node. `interfaces` maps "ns/pod" to the local interface."""
+    alloc = alloc or ConjIDAllocator()
+    out: list[OFRule] = []
+    for pol in sorted(view.policies, key=lambda p: (p.namespace, p.name)):
+        targets: list[cp.GroupMemberPod] = []
+        seen: set[str] = set()
+        for g in pol.applied_to_groups:
+            for m in view.applied_to_groups[g].pods if g in view.applied_to_groups else ():
+                if m.node == view.node and m.key not in seen:
+                    seen.add(m.key)
+                    targets.append(m)
+        targets.sort(key=lambda m: m.key)
+        for idx, rule in enumerate(pol.rules):
+            peer = rule.peer
+            members: dict[str, cp.GroupMemberPod] = {}
+            for g in peer.address_groups:
+                for m in view.address_groups[g].pods if g in view.address_groups else ():
+                    members.setdefault(m.key, m)
+            peer_members = [members[k] for k in sorted(members)]
+            blocks = [Address.net(c) for b in peer.ip_blocks for c in ipblock_cidrs(b)]
+            built: list[tuple[tuple[Address, ...], tuple[Address, ...], tuple[cp.Service, ...] | None]] = []
+            if rule.direction == "In":
+                from_ = tuple(_dedup([Address.net(m.ip) for m in peer_members if m.ip] + blocks))
+                groups = group_by_services(rule.services, targets)
+                for k in sorted(groups):
+                    svcs, pods = groups[k]
+                    to = tuple(_dedup([Address.ofport(interfaces[p.key].ofport) for p in pods
+                                       if p.key in interfaces]))
+                    built.append((from_, to, _filter_unresolved(svcs)))
+            else:
+                from_ = tuple(_dedup([Address.net(interfaces[p.key].ip) for p in targets if p.key in interfaces]))
+                groups = group_by_services(rule.services, [m for m in peer_members if m.ip])
+                original = _key(rule.services)
+                if original not in groups:
+                    groups[original] = (rule.services, [])
+                for k in sorted(groups, key=lambda k: (k != original, k)):
+                    svcs, pods = groups[k]
+                    to_list = [Address.net(p.ip) for p in pods if p.ip]
+                    if k == original:
+                        to_list += blocks
+                    built.append((from_, tuple(_dedup(to_list)), _filter_unresolved(svcs)))
+            for from_addrs, to_addrs, svcs in built:
+                out.append(OFRule(alloc.allocate(), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx))
+    return out
+
+
+def _dedup(addrs: list[Address]) -> list[Address]:
+    seen: set[Address] = set()
+    out = []
+    for a in addrs:
+        if a not in seen:
+            seen.add(a)
+            out.append(a)
+    return out

@@ -1,0 +1,134 @@
+"""The controller's internal objects (Antrea's controlplane API, networking.antrea.tanzu.vmware.com/v1beta1).
+
+Agents receive these, never Kubernetes selectors: peers arrive as member lists and IP blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyantrea.apis.k8s import ContainerPort
+
+
+@dataclass(frozen=True)
+class GroupMemberPod:
+    namespace: str
+    name: str
+    ip: str | None = None
+    node: str | None = None
+    ports: tuple[ContainerPort, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def resolve(self, name: str, protocol: str) -> int | None:
+        for p in self.ports:
+            if p.name == name and p.protocol == protocol:
+                return p.container_port
+        return None
+
+
+@dataclass(frozen=True)
+class AppliedToGroup:
+    name: str
+    selector: str  # the normalized selector string the name is derived from
+    pods: tuple[GroupMemberPod, ...] = ()  # every member, sorted by key
+    span: tuple[str, ...] = ()  # nodes, sorted
+
+    def pods_on(self, node: str) -> tuple[GroupMemberPod, ...]:
+        return tuple(p for p in self.pods if p.node == node)
+
+    def for_node(self, node: str) -> "AppliedToGroup":
+        """What an agent receives: only the Pods on its node (spec §9.4)."""
+        return AppliedToGroup(self.name, self.selector, self.pods_on(node), self.span)
+
+
+@dataclass(frozen=True)
+class AddressGroup:
+    name: str
+    selector: str
+    pods: tuple[GroupMemberPod, ...] = ()  # all members cluster-wide with an IP, sorted by key
+    span: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: str
+    except_: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicyPeer:
+    address_groups: tuple[str, ...] = ()
+    ip_blocks: tuple[IPBlock, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    protocol: str = "TCP"
+    port: int | str | None = None  # int, a named port, or None for all ports
+    end_port: int | None = None
+
+    @property
+    def named(self) -> bool:
+        return isinstance(self.port, str)
+
+
+@dataclass(frozen=True)
+class NetworkPolicyRule:
+    direction: str  # "In" | "Out"
+    from_: NetworkPolicyPeer | None = None
+    to: NetworkPolicyPeer | None = None
+    services: tuple[Service, ...] | None = None  # None: every port (no service clause)
+    priority: int = -1
+    action: str = "Allow"
+
+    @property
+    def peer(self) -> NetworkPolicyPeer:
+        p = self.from_ if self.direction == "In" else self.to
+        return p if p is not None else NetworkPolicyPeer()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    uid: str
+    namespace: str
+    name: str
+    rules: tuple[NetworkPolicyRule, ...]
+    applied_to_groups: tuple[str, ...]
+    span: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-friendly form with Kubernetes-style camelCase keys (for antctl -o json|yaml and the API)."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if v is None:
+                continue
+            name = _CAMEL.get(f.name, f.name)
+            out[name] = to_dict(v)
+        return out
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+_CAMEL = {
+    "from_": "from",
+    "except_": "except",
+    "address_groups": "addressGroups",
+    "ip_blocks": "ipBlocks",
+    "applied_to_groups": "appliedToGroups",
+    "end_port": "endPort",
+    "container_port": "containerPort",
+}
