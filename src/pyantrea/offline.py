@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pyantrea.agent.openflow.compiler import NodeFlows, compile_node
 from pyantrea.agent.openflow.pipeline import PeerNode, PipelineConfig
 from pyantrea.controller.networkpolicy import NetworkPolicyController, PolicyState
 from pyantrea.k8s.cluster import Cluster
+
+if TYPE_CHECKING:
+    from pyantrea.antctl.backend import TraceResult
 
 
 def peers_of(cluster: Cluster, node: str) -> list[PeerNode]:
@@ -45,3 +51,63 @@ class OfflineCluster:
         net = self.cluster.network(node)
         return compile_node(net, peers_of(self.cluster, node), self.policy_state.node_view(node),
                             pipeline_config(self.cluster))
+
+
+class NodeSandbox:
+    """A private OVS (dummy datapath, no root) holding one node's br-int: its ports at their ofports,
+    the Geneve TLV map, and its flows installed in one bundle. Traces run over one unixctl connection."""
+
+    def __init__(self, offline: OfflineCluster, node: str):
+        self.offline = offline
+        self.node = node
+        self.net = offline.cluster.network(node)
+        self.bridge_name = offline.cluster.config.ovs_bridge
+        self.sandbox: Any = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> "NodeSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from pyantrea.agent.bridge import TLV_MAP, node_commands
+        from pyantrea.ovs.sandbox import Sandbox
+
+        self._tmp = tempfile.mkdtemp(prefix="pa-")
+        self.sandbox = Sandbox(Path(self._tmp), datapath="dummy")
+        self.sandbox.start()
+        cfg = self.offline.cluster.config
+        self.sandbox.db.transact(node_commands(self.bridge_name, self.net, "netdev", cfg.tunnel_type))
+        br = self.sandbox.bridge(self.bridge_name)
+        if cfg.gate("Traceflow"):
+            br.add_tlv_map(TLV_MAP)
+        br.replace_flows([f.install_text() for f in self.offline.node_flows(self.node).flows])
+
+    def stop(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def port_names(self) -> dict[int, str]:
+        names = {self.net.gateway_ofport: self.net.gateway_name, self.net.tunnel_ofport: self.net.tunnel_name}
+        for i in self.net.interfaces:
+            names[i.ofport] = i.interface
+        return names
+
+    def trace(self, flow: str, ct_next: list[str] | None = None) -> "TraceResult":
+        from pyantrea.antctl.backend import TraceResult
+        from pyantrea.errors import OVSError
+        from pyantrea.ovs.trace import parse_trace
+
+        try:
+            text = self.sandbox.trace(self.bridge_name, flow, list(ct_next or []))
+        except OVSError as e:
+            return TraceResult(self.node, flow, str(e), None, self.port_names(), self.net.tunnel_ofport)
+        return TraceResult(self.node, flow, text, parse_trace(text, self.bridge_name), self.port_names(),
+                           self.net.tunnel_ofport)

@@ -1,0 +1,72 @@
+"""The `pyantrea` command: offline validation and compilation; the lab and the daemons come here too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyantrea import __version__
+from pyantrea.errors import ManifestError, PyantreaError
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from pyantrea.k8s.complete import load_cluster
+
+    c = load_cluster(a.dir)
+    for w in c.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{a.dir}: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
+          f"{len(c.policies)} network policies: valid")
+    return 0
+
+
+def cmd_compile(a: argparse.Namespace) -> int:
+    from pyantrea.offline import OfflineCluster
+
+    oc = OfflineCluster.load(a.dir)
+    for w in oc.cluster.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    nodes = [a.node] if a.node else [n.name for n in oc.cluster.nodes]
+    for node in nodes:
+        nf = oc.node_flows(node)
+        if len(nodes) > 1:
+            print(f"# node {node}: {len(nf.flows)} flows")
+        for f in nf.flows:
+            print(f.dump_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pyantrea", description="Antrea v0.10 on Open vSwitch, in Python.")
+    ap.add_argument("--version", action="version", version=f"pyantrea {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+    p = sub.add_parser("validate", help="load a cluster folder and report every problem in it")
+    p.add_argument("dir", help="cluster folder (*.yaml, *.yml, antrea-agent.conf)")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("compile", help="print the OVS flows of every node (or one) of a cluster folder")
+    p.add_argument("dir", help="cluster folder")
+    p.add_argument("--node", help="only this node")
+    p.set_defaults(func=cmd_compile)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if not getattr(a, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return int(a.func(a))
+    except ManifestError as e:
+        print(f"Error: {len(e.problems)} problem(s) in the cluster folder:", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    except PyantreaError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
