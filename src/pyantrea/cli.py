@@ -47,10 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="cluster folder")
     p.add_argument("--node", help="only this node")
     p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("controller", help="run the controller daemon (see `pyantrea controller --help`)",
+                       add_help=False)
+    p.set_defaults(func=None, daemon="controller")
+    p = sub.add_parser("agent", help="run the agent daemon for one node (see `pyantrea agent --help`)",
+                       add_help=False)
+    p.set_defaults(func=None, daemon="agent")
+    try:
+        from pyantrea.lab.cli import add_lab_parser
+    except ImportError:
+        pass
+    else:
+        add_lab_parser(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("agent", "controller"):  # the daemons parse their own options
+        if argv[0] == "agent":
+            from pyantrea.agent.daemon import main as agent_main
+            return agent_main(argv[1:])
+        from pyantrea.controller.server import main as controller_main
+        return controller_main(argv[1:])
     ap = build_parser()
     a = ap.parse_args(argv)
     if not getattr(a, "func", None):

@@ -132,3 +132,39 @@ _CAMEL = {
     "end_port": "endPort",
     "container_port": "containerPort",
 }
+
+
+def _member_from(d: dict[str, Any]) -> GroupMemberPod:
+    ports = tuple(ContainerPort(p["containerPort"], p.get("protocol", "TCP"), p.get("name"))
+                  for p in d.get("ports", []))
+    return GroupMemberPod(d["namespace"], d["name"], d.get("ip"), d.get("node"), ports)
+
+
+def atg_from_dict(d: dict[str, Any]) -> AppliedToGroup:
+    return AppliedToGroup(d["name"], d.get("selector", ""), tuple(_member_from(m) for m in d.get("pods", [])),
+                          tuple(d.get("span", [])))
+
+
+def ag_from_dict(d: dict[str, Any]) -> AddressGroup:
+    return AddressGroup(d["name"], d.get("selector", ""), tuple(_member_from(m) for m in d.get("pods", [])),
+                        tuple(d.get("span", [])))
+
+
+def _peer_from(d: dict[str, Any] | None) -> NetworkPolicyPeer | None:
+    if d is None:
+        return None
+    return NetworkPolicyPeer(tuple(d.get("addressGroups", [])),
+                             tuple(IPBlock(b["cidr"], tuple(b.get("except", []))) for b in d.get("ipBlocks", [])))
+
+
+def policy_from_dict(d: dict[str, Any]) -> NetworkPolicy:
+    rules = []
+    for r in d.get("rules", []):
+        svcs = r.get("services")
+        rules.append(NetworkPolicyRule(
+            r["direction"], _peer_from(r.get("from")), _peer_from(r.get("to")),
+            None if svcs is None else tuple(Service(s.get("protocol", "TCP"), s.get("port"), s.get("endPort"))
+                                            for s in svcs),
+            r.get("priority", -1), r.get("action", "Allow")))
+    return NetworkPolicy(d["uid"], d["namespace"], d["name"], tuple(rules), tuple(d.get("appliedToGroups", [])),
+                         tuple(d.get("span", [])))

@@ -1,0 +1,5 @@
+import sys
+
+from pyantrea.cli import main
+
+sys.exit(main())

@@ -1,0 +1,239 @@
+"""The agent's CNI server: ADD, DEL and CHECK (spec §10), in CNI 1.0 form.
+
+Requests for one container are serialized; different containers proceed concurrently. Any failure
+of an ADD undoes what it did (IPAM lease, veth, OVS port, flows) and answers with a CNI error code:
+1 incompatible version, 3 unknown container/netns, 4 bad environment, 6 undecodable config,
+7 invalid network config, 5 I/O failure, 11 try again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import threading
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from pyantrea.agent.bridge import pod_port_commands
+from pyantrea.agent.cniserver import ipam
+from pyantrea.agent.cniserver import pod as podnet
+from pyantrea.apis.k8s import PodInterface
+from pyantrea.errors import CNIError, PyantreaError
+
+if TYPE_CHECKING:
+    from pyantrea.agent.daemon import Agent
+
+SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]
+
+
+def interface_name(pod_name: str, container_id: str) -> str:
+    """Antrea's host veth name: 8 chars of the Pod name, '-', 6 hex of SHA-1(container id)."""
+    return f"{pod_name[:8]}-{hashlib.sha1(container_id.encode()).hexdigest()[:6]}"
+
+
+def parse_args(s: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (s or "").split(";"):
+        if not part:
+            continue
+        if "=" not in part:
+            raise CNIError(4, f"invalid CNI_ARGS item {part!r} (want KEY=VALUE)")
+        k, v = part.split("=", 1)
+        out[k] = v
+    return out
+
+
+class Request:
+    def __init__(self, body: dict[str, Any]):
+        env = body.get("env") or {}
+        if not isinstance(env, dict):
+            raise CNIError(4, "env must be a mapping of CNI_* variables")
+        self.command = str(env.get("CNI_COMMAND", ""))
+        self.container_id = str(env.get("CNI_CONTAINERID", ""))
+        self.netns = str(env.get("CNI_NETNS", ""))
+        self.ifname = str(env.get("CNI_IFNAME", ""))
+        self.cni_path = str(env.get("CNI_PATH", ""))
+        self.args = parse_args(str(env.get("CNI_ARGS", "")))
+        raw = body.get("conf", "")
+        try:
+            self.conf = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError as e:
+            raise CNIError(6, f"failed to decode the network configuration: {e}") from None
+        if not isinstance(self.conf, dict):
+            raise CNIError(6, "the network configuration is not a JSON object")
+        self.version = str(self.conf.get("cniVersion", ""))
+        if self.version not in SUPPORTED_VERSIONS:
+            raise CNIError(1, f"incompatible CNI version {self.version!r}", f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+        if not self.container_id:
+            raise CNIError(4, "required env variable CNI_CONTAINERID is missing")
+        if not self.ifname:
+            raise CNIError(4, "required env variable CNI_IFNAME is missing")
+        ipam_conf = self.conf.get("ipam") or {}
+        if not isinstance(ipam_conf, dict) or ipam_conf.get("type", "host-local") != "host-local":
+            raise CNIError(7, f"unsupported IPAM type {ipam_conf.get('type') if isinstance(ipam_conf, dict) else ipam_conf!r}"
+                              " (only host-local)")
+        self.pod_ns = self.args.get("K8S_POD_NAMESPACE", "")
+        self.pod_name = self.args.get("K8S_POD_NAME", "")
+        self.ip = self.args.get("IP") or None
+
+
+class CNIServer:
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+
+    def _lock(self, cid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[cid]
+
+    def handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Returns {"result": ...} or {"error": {"code", "msg", "details"}} (CNI error form)."""
+        t0 = time.perf_counter()
+        try:
+            req = Request(body)
+            if req.command and req.command.upper() != command.upper():
+                raise CNIError(4, f"CNI_COMMAND {req.command!r} does not match the request {command!r}")
+            with self._lock(req.container_id):
+                if command == "ADD":
+                    res = self.add(req)
+                elif command == "DEL":
+                    res = self.delete(req)
+                elif command == "CHECK":
+                    res = self.check(req)
+                else:
+                    raise CNIError(4, f"unknown CNI_COMMAND {command!r}")
+            self.latencies[command].append(time.perf_counter() - t0)
+            return {"result": res}
+        except CNIError as e:
+            return {"error": {"code": e.code, "msg": e.msg, "details": e.details}}
+        except PyantreaError as e:
+            return {"error": {"code": 5, "msg": str(e), "details": ""}}
+
+    # ------------------------------------------------------------------------------------- ADD
+    def add(self, req: Request) -> dict[str, Any]:
+        a = self.agent
+        podnet.check_netns(req.netns)
+        existing = a.ifstore.by_container(req.container_id)
+        if existing is not None:
+            return self.result(req, existing, a.route.link_mac(existing.interface))
+        net = a.network()
+        subnet = ipaddress.IPv4Network(net.pod_cidr)
+        if req.ip is not None:
+            try:
+                pinned = ipaddress.IPv4Address(req.ip)
+            except ValueError:
+                raise CNIError(7, f"requested IP {req.ip!r} is not an IPv4 address") from None
+            if pinned not in subnet or pinned in (subnet.network_address, subnet.broadcast_address,
+                                                  ipaddress.IPv4Address(net.gateway_ip)):
+                raise CNIError(7, f"requested IP {req.ip} is outside the node's Pod CIDR {net.pod_cidr} "
+                                  "or reserved", f"node {a.node}")
+        expected = a.expected_interface(req.pod_ns, req.pod_name)
+        host_name = expected.interface if expected else interface_name(req.pod_name or req.container_id,
+                                                                        req.container_id)
+        undo: list[Any] = []
+        try:
+            lease = ipam.host_local("ADD", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip,
+                                    a.ipam_dir, req.ip, req.cni_path, req.netns)
+            undo.append(lambda: ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip,
+                                                a.ipam_dir, None, req.cni_path, req.netns))
+            ips = lease.get("ips") or []
+            if not ips:
+                raise CNIError(5, "host-local returned no IP")
+            iface_addr = ipaddress.IPv4Interface(ips[0]["address"])
+            ip = str(iface_addr.ip)
+            with a.route.lock:
+                host_mac, pod_mac = podnet.create_veth(a.route.ipr, host_name, req.netns, req.ifname, a.mtu,
+                                                       expected.mac if expected else None)
+                undo.append(lambda: podnet.delete_veth(a.route.ipr, host_name))
+                if a.datapath == "netdev":
+                    podnet.isolate(a.route.ipr, host_name)
+                    undo.append(lambda: podnet.unisolate(host_name))
+                podnet.host_up(a.route.ipr, host_name)
+            podnet.configure_pod(req.netns, req.ifname, ip, subnet.prefixlen, net.gateway_ip,
+                                 tx_off=a.datapath == "netdev")
+            iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name,
+                                 expected.ofport if expected else 0, pod_mac, ip, req.container_id)
+            a.db.transact(pod_port_commands(a.bridge_name, iface, pin_ofport=expected is not None))
+            undo.append(lambda: a.db.transact(a.db.del_port(a.bridge_name, host_name)))
+            ofport = a.db.wait_ofport(host_name, timeout=5.0)
+            iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name, ofport, pod_mac, ip, req.container_id)
+            uuid = next((p.uuid for p in a.db.list_ports(a.bridge_name) if p.name == host_name), "")
+            a.pod_added(iface, uuid)
+        except BaseException as e:
+            for u in reversed(undo):
+                try:
+                    u()
+                except Exception:  # noqa: BLE001 - best-effort rollback
+                    pass
+            if isinstance(e, CNIError):
+                raise
+            if isinstance(e, PyantreaError):
+                raise CNIError(5, f"ADD failed for {req.pod_ns}/{req.pod_name}: {e}") from None
+            raise CNIError(5, f"ADD failed for {req.pod_ns}/{req.pod_name}: {type(e).__name__}: {e}") from None
+        return self.result(req, iface, host_mac)
+
+    def result(self, req: Request, iface: PodInterface, host_mac: str) -> dict[str, Any]:
+        net = self.agent.network()
+        prefix = ipaddress.IPv4Network(net.pod_cidr).prefixlen
+        ip_entry: dict[str, Any] = {"address": f"{iface.ip}/{prefix}", "gateway": net.gateway_ip, "interface": 1}
+        if req.version in ("0.3.0", "0.3.1", "0.4.0"):
+            ip_entry["version"] = "4"
+        res: dict[str, Any] = {
+            "cniVersion": req.version,
+            "interfaces": [{"name": iface.interface, "mac": host_mac},
+                           {"name": req.ifname, "mac": iface.mac, "sandbox": req.netns}],
+            "ips": [ip_entry],
+            "routes": [{"dst": "0.0.0.0/0", "gw": net.gateway_ip}],
+        }
+        if isinstance(req.conf.get("dns"), dict):
+            res["dns"] = req.conf["dns"]
+        return res
+
+    # ------------------------------------------------------------------------------------- DEL
+    def delete(self, req: Request) -> dict[str, Any]:
+        a = self.agent
+        net = a.network()
+        try:
+            ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip, a.ipam_dir,
+                            None, req.cni_path, req.netns or "/dev/null")
+        except CNIError:
+            pass  # DEL must be idempotent: a missing lease is not an error
+        iface = a.ifstore.by_container(req.container_id)
+        if iface is not None:
+            a.remove_interface(iface)
+        return {}
+
+    # ------------------------------------------------------------------------------------- CHECK
+    def check(self, req: Request) -> dict[str, Any]:
+        a = self.agent
+        podnet.check_netns(req.netns)
+        iface = a.ifstore.by_container(req.container_id)
+        if iface is None:
+            raise CNIError(3, f"container {req.container_id} is unknown to the agent on {a.node}")
+        net = a.network()
+        ipam.host_local("CHECK", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip, a.ipam_dir,
+                        None, req.cni_path, req.netns)
+        state = podnet.pod_state(req.netns, req.ifname)
+        if state is None:
+            raise CNIError(3, f"interface {req.ifname} not found in {req.netns}")
+        mac, addrs, gws = state
+        prefix = ipaddress.IPv4Network(net.pod_cidr).prefixlen
+        problems = []
+        if mac != iface.mac:
+            problems.append(f"MAC {mac} != {iface.mac}")
+        if f"{iface.ip}/{prefix}" not in addrs:
+            problems.append(f"address {iface.ip}/{prefix} missing (have {addrs})")
+        if net.gateway_ip not in gws:
+            problems.append(f"default route via {net.gateway_ip} missing")
+        with a.route.lock:
+            if not a.route.ipr.link_lookup(ifname=iface.interface):
+                problems.append(f"host veth {iface.interface} missing")
+        if iface.interface not in {p.name for p in a.db.list_ports(a.bridge_name)}:
+            problems.append(f"OVS port {iface.interface} missing")
+        if problems:
+            raise CNIError(7, f"CHECK failed for {req.pod_ns}/{req.pod_name}: " + "; ".join(problems))
+        return {}

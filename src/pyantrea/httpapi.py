@@ -1,0 +1,233 @@
+"""HTTP over unix sockets: the transport of the controller's and the agents' APIs.
+
+The sockets are created with mode 0600 (owner only): the APIs are reachable only by root on the
+host, like antrea-agent's CNI socket. Requests are JSON (or YAML for manifests); bodies over
+`MAX_BODY` get 413, unknown paths 404, malformed bodies 400, and a handler error never kills the
+server: it becomes a 500 with the message.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import socketserver
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlparse
+
+from pyantrea.errors import (
+    CNIError,
+    InvalidArgument,
+    ManifestError,
+    NotFoundError,
+    PyantreaError,
+)
+
+MAX_BODY = 4 * 1024 * 1024
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None):
+        self.status = status
+        self.message = message
+        self.extra = extra or {}
+        super().__init__(message)
+
+
+class Request:
+    def __init__(self, method: str, path: str, query: dict[str, str], body: bytes):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.body = body
+
+    def json(self) -> Any:
+        if not self.body:
+            return {}
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HTTPError(400, f"malformed JSON body: {e}") from None
+
+    def text(self) -> str:
+        try:
+            return self.body.decode()
+        except UnicodeDecodeError:
+            raise HTTPError(400, "body is not UTF-8 text") from None
+
+
+Handler = Callable[[Request], Any]  # returns a JSON-able object, or (status, object), or str (text/plain)
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        self.routes[(method, path)] = handler
+
+    def dispatch(self, req: Request) -> tuple[int, str, bytes]:
+        h = self.routes.get((req.method, req.path))
+        if h is None:
+            if any(p == req.path for _, p in self.routes):
+                raise HTTPError(405, f"method {req.method} not allowed on {req.path}")
+            raise HTTPError(404, f"unknown path {req.path}")
+        res = h(req)
+        status = 200
+        if isinstance(res, tuple):
+            status, res = res
+        if isinstance(res, str):
+            return status, "text/plain; charset=utf-8", res.encode()
+        return status, "application/json", (json.dumps(res) + "\n").encode()
+
+
+def _error_status(e: BaseException) -> tuple[int, dict[str, Any]]:
+    if isinstance(e, HTTPError):
+        return e.status, {"error": e.message, **e.extra}
+    if isinstance(e, ManifestError):
+        return 400, {"error": str(e), "problems": e.problems}
+    if isinstance(e, CNIError):
+        return 400, {"error": e.msg, "cni": {"code": e.code, "msg": e.msg, "details": e.details}}
+    if isinstance(e, NotFoundError):
+        return 404, {"error": str(e)}
+    if isinstance(e, InvalidArgument):
+        return 400, {"error": str(e)}
+    if isinstance(e, PyantreaError):
+        return 400, {"error": str(e)}
+    return 500, {"error": f"internal error: {type(e).__name__}: {e}"}
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: "UnixHTTPServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet; the daemons log what matters
+        pass
+
+    def _handle(self) -> None:
+        try:
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise HTTPError(400, "bad Content-Length")
+            if length > MAX_BODY:
+                raise HTTPError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
+            body = self.rfile.read(length) if length else b""
+            status, ctype, payload = self.server.router.dispatch(Request(self.command, url.path, query, body))
+        except BaseException as e:  # noqa: BLE001 - a request never kills the server
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            status, obj = _error_status(e)
+            if status == 500:
+                self.server.log(f"internal error on {self.command} {self.path}:\n{traceback.format_exc()}")
+            ctype, payload = "application/json", (json.dumps(obj) + "\n").encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_GET = _handle
+    do_POST = _handle
+    do_PUT = _handle
+    do_DELETE = _handle
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, path: str, router: Router, log: Callable[[str], None] = lambda s: None):
+        self.router = router
+        self.log = log
+        if os.path.exists(path):
+            os.unlink(path)
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, _RequestHandler)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.path = path
+
+    def get_request(self) -> Any:
+        req, _ = super().get_request()
+        return req, ("unix", 0)
+
+    def serve_in_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, name=f"api:{self.path}", daemon=True)
+        t.start()
+        return t
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+class APIClient:
+    """A small client for the daemons' APIs. Raises PyantreaError subclasses on error answers."""
+
+    def __init__(self, path: str, timeout: float = 30.0):
+        self.path = path
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                raw: bool = False) -> Any:
+        conn = _UnixConnection(self.path, timeout or self.timeout)
+        try:
+            if body is None:
+                data = None
+                headers = {}
+            elif isinstance(body, (bytes, str)):
+                data = body.encode() if isinstance(body, str) else body
+                headers = {"Content-Type": "application/yaml"}
+            else:
+                data = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json"}
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        finally:
+            conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        obj: Any = payload.decode() if (raw or not ctype.startswith("application/json")) else json.loads(payload)
+        if resp.status >= 400:
+            msg = obj.get("error", str(obj)) if isinstance(obj, dict) else str(obj)
+            if isinstance(obj, dict) and obj.get("problems"):
+                raise ManifestError(list(obj["problems"]))
+            if resp.status == 404:
+                raise NotFoundError(msg)
+            if resp.status < 500:
+                raise InvalidArgument(msg)
+            raise PyantreaError(msg)
+        return obj
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body, **kw)
