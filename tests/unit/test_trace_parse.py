@@ -63,6 +63,11 @@ def test_hop_fields() -> None:
     )
     assert t.hops[-1].actions == ("output:NXM_NX_REG1[]",)
     assert t.tables == (0, 10, 30, 31, 40, 50, 70, 105, 110)
+    # flow_actions drops the trace's echo of ct()'s (empty) nested actions
+    assert t.hops[2].flow_actions == ("ct(table=31,zone=65520)",)
+    assert t.hops[7].actions == ("ct(commit,table=110,zone=65520)", "drop")
+    assert t.hops[7].flow_actions == ("ct(commit,table=110,zone=65520)",)
+    assert t.hops[6].flow_actions == t.hops[6].actions
 
 
 def test_established_connection_two_sections() -> None:
@@ -84,6 +89,7 @@ def test_gateway_to_local_pod_ct_commit_with_mark() -> None:
         "ct(commit,table=110,zone=65520,exec(load:0x20->NXM_NX_CT_MARK[]))",
         "load:0x20->NXM_NX_CT_MARK[]",
     )
+    assert h105.flow_actions == ("ct(commit,table=110,zone=65520,exec(load:0x20->NXM_NX_CT_MARK[]))",)
     assert t.verdict == "output" and t.out_port == 49
     assert t.tun_dst is None
 
@@ -124,6 +130,7 @@ def test_default_drop_flow() -> None:
         (10, 0, "", COOKIE),
     ]
     assert t.verdict == "drop" and t.out_port is None and t.no_match_table is None
+    assert t.hops[1].actions == ("drop",) and t.hops[1].flow_actions == ("drop",)
 
 
 def test_no_match_top_level() -> None:
@@ -182,6 +189,7 @@ def test_controller_is_not_output() -> None:
 def test_output_in_an_earlier_section_counts() -> None:
     t = load("output_then_ct_drop.txt")
     assert [(h.table, h.section) for h in t.hops] == [(0, 0), (110, 1)]
+    assert t.hops[0].flow_actions == ("output:48", "ct(table=110,zone=65520)")
     assert t.verdict == "output" and t.out_port == 48
 
 
@@ -214,6 +222,22 @@ def test_tun_dst_from_load_action_when_not_output() -> None:
     )
     t = parse_trace(text)
     assert t.verdict == "drop" and t.tun_dst == "192.168.77.101"
+
+
+def test_flow_actions_with_several_exec_actions() -> None:
+    h = Hop(105, 200, "ip", 0, (
+        "ct(commit,table=110,zone=65520,exec(load:0x20->NXM_NX_CT_MARK[],load:0x1->NXM_NX_CT_LABEL[0..31]))",
+        "load:0x20->NXM_NX_CT_MARK[]",
+        "load:0x1->NXM_NX_CT_LABEL[0..31]",
+        "load:0x1->NXM_NX_REG0[16]",
+    ))
+    assert h.flow_actions == (h.actions[0], "load:0x1->NXM_NX_REG0[16]")
+    # what OVS 3.1 prints for ct(...,nat): the nat is a nested action, echoed instead of "drop"
+    h = Hop(5, 10, "ip", 0, ("ct(table=6,zone=65520,nat)", "nat"))
+    assert h.flow_actions == ("ct(table=6,zone=65520,nat)",)
+    h = Hop(5, 10, "ip", 0, ("ct(commit,zone=65520,nat(src=10.0.0.1),exec(set_field:0x1->ct_mark))",
+                             "nat(src=10.0.0.1)", "set_field:0x1->ct_mark"))
+    assert h.flow_actions == h.actions[:1]
 
 
 def test_local_output() -> None:

@@ -45,7 +45,8 @@ class TraceResult:
 def hop_flow(h: Any) -> str:
     """A matched flow as one line: `priority=P[,match] actions=...` (ports numeric, as in the trace)."""
     head = f"priority={h.priority}" + (f",{h.match}" if h.match else "")
-    return head + " actions=" + (",".join(h.actions) if h.actions else "drop")
+    acts = h.flow_actions
+    return head + " actions=" + (",".join(acts) if acts else "drop")
 
 
 class Backend(Protocol):

@@ -23,9 +23,20 @@ _HEADER = re.compile(r"^(NXST|OFPST)_FLOW reply\b")
 _ACTIONS = re.compile(r"[\s,]+actions\s*=.*$")
 
 
+_BARE_COOKIE = re.compile(r"(^|[\s,])cookie=(0x[0-9a-fA-F]+|\d+)(?=[\s,]|$)")
+
+
 def strip_actions(line: str) -> str:
     """Drop the ``actions=...`` part (always last in ovs-ofctl syntax) of a flow line."""
     return _ACTIONS.sub("", line.strip())
+
+
+def delete_spec(line: str) -> str:
+    """A flow line as a strict-delete spec: no actions, and no *unmasked* cookie (ovs-ofctl
+    refuses ``cookie=V`` in a delete; table+priority+match identify the flow anyway). A masked
+    ``cookie=V/M`` is kept and restricts the deletion to flows with that cookie."""
+    spec = _BARE_COOKIE.sub(r"\1", strip_actions(line))
+    return re.sub(r"^[\s,]+|[\s,]+$", "", re.sub(r"(,\s*){2,}", ",", spec))
 
 
 class OFBridge:
@@ -74,13 +85,17 @@ class OFBridge:
         self._bundle("add-flows", lines)
 
     def mod_flows(self, lines: Iterable[str], *, strict: bool = True) -> None:
-        """Change the actions (and cookie) of existing flows, in one atomic bundle."""
+        """Change the actions of existing flows, in one atomic bundle. Under OpenFlow 1.3 the
+        cookie is NOT changed (a ``cookie=`` in the line is ignored): use :meth:`add_flows`
+        (which overwrites a flow with the same table+priority+match, resetting its counters) to
+        change cookies."""
         self._bundle("mod-flows", lines, strict=strict)
 
     def del_flows_strict(self, lines: Iterable[str]) -> None:
-        """Delete exactly these flows (match + priority; any ``actions=`` part is ignored),
-        in one atomic bundle."""
-        self._bundle("del-flows", (strip_actions(ln) for ln in lines), strict=True)
+        """Delete exactly these flows (table + priority + match), in one atomic bundle. Lines may
+        be full flow lines: their ``actions=`` part and unmasked cookie are dropped
+        (:func:`delete_spec`)."""
+        self._bundle("del-flows", (delete_spec(ln) for ln in lines), strict=True)
 
     def del_flows(self, match: str = "") -> None:
         """Delete every flow matching ``match`` (non-strict), e.g.

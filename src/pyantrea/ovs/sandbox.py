@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from pyantrea.errors import OVSError
 from pyantrea.ovs.ofctl import OFBridge
@@ -136,7 +136,7 @@ class Sandbox:
             return ["ip", "netns", "exec", self.netns, *env, *argv]
         return [*env, *argv]
 
-    def start(self) -> Sandbox:
+    def start(self) -> Self:
         """Create the database if needed and start both daemons (each detaches once ready)."""
         if self.is_running():
             return self
@@ -253,7 +253,7 @@ class Sandbox:
             _wait_gone(pid, "ovs-vswitchd", self.rundir, timeout)
         self._start_vswitchd()
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -302,6 +302,11 @@ def _alive(pid: int | None, name: str, rundir: Path) -> bool:
             return False
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().decode(errors="replace")
+        if not cmdline:
+            # an exiting process has released its memory (empty cmdline) but is not a zombie
+            # yet: still ours while its command name matches
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                return f.read().decode(errors="replace").strip() == name[:15]
     except (OSError, ValueError, IndexError):
         return False
     # guards against a recycled pid: the process must be ours

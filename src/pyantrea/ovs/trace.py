@@ -40,6 +40,23 @@ class Hop:
     section: int = 0  # 0 = first datapath pass, 1 = after the first recirculation, ...
     depth: int = 0  # 0 = top level, 1 = reached through a resubmit action of a hop, ...
 
+    @property
+    def flow_actions(self) -> tuple[str, ...]:
+        """The flow's own actions. ``actions`` is what OVS printed: after a ``ct(...)`` line the
+        trace repeats the ct's nested actions (``nat``, the items of ``exec(...)``), one per
+        line, or prints ``drop`` when there are none; those echoes are removed here."""
+        out: list[str] = []
+        skip: list[str] = []
+        for a in self.actions:
+            if skip and a == skip[0]:
+                skip.pop(0)
+                continue
+            skip = []
+            out.append(a)
+            if a.startswith("ct("):
+                skip = _ct_nested_actions(a) or ["drop"]
+        return tuple(out) if out else ("drop",)
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -254,7 +271,7 @@ def parse_trace(text: str, bridge: str = "br-int") -> Trace:
             continue
         if body in ("thaw",) or body.startswith("Resuming from table "):
             continue
-        is_note = body.startswith("->") or body.startswith(">>")
+        is_note = body.startswith(("->", ">>"))
         if not is_note:
             pop_to(ind)
         top = opens[-1] if opens else None
@@ -324,6 +341,36 @@ def parse_trace(text: str, bridge: str = "br-int") -> Trace:
         flow=sections[0].flow,
         final_flow=final_sec.final_flow or final_sec.flow,
     )
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas outside parentheses."""
+    parts: list[str] = []
+    depth = 0
+    cur = ""
+    for ch in s:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    if cur:
+        parts.append(cur)
+    return parts
+
+
+def _ct_nested_actions(ct: str) -> list[str]:
+    """The nested actions of a ``ct(...)`` action text, as the trace echoes them: ``nat[(...)]``
+    and the items of ``exec(...)``, in order."""
+    inner = ct[len("ct("):-1] if ct.endswith(")") else ct[len("ct("):]
+    nested: list[str] = []
+    for arg in _split_top(inner):
+        if arg == "nat" or arg.startswith("nat("):
+            nested.append(arg)
+        elif arg.startswith("exec(") and arg.endswith(")"):
+            nested.extend(_split_top(arg[len("exec("):-1]))
+    return nested
 
 
 def _output_of(action: str, section_flow: str) -> int | None | Literal[False]:
