@@ -151,7 +151,13 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                     seen.add(m.key)
                     targets.append(m)
         targets.sort(key=lambda m: m.key)
+        seen_rules: set[cp.NetworkPolicyRule] = set()
         for idx, rule in enumerate(pol.rules):
+            # A rule's identity is its content plus its policy (spec §8.2): identical rules of one
+            # policy are one rule, with one conj_id.
+            if rule in seen_rules:
+                continue
+            seen_rules.add(rule)
             peer = rule.peer
             members: dict[str, cp.GroupMemberPod] = {}
             for g in peer.address_groups:
