@@ -1,0 +1,138 @@
+"""antctl's live backend: the running lab's controller and agents, over their unix sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pyantrea.antctl.backend import ClusterQueries, TraceResult
+from pyantrea.apis import controlplane as cp
+from pyantrea.errors import NotFoundError, PyantreaError
+from pyantrea.httpapi import APIClient
+from pyantrea.k8s.cluster import Cluster
+from pyantrea.k8s.complete import load_cluster
+from pyantrea.ovs.trace import parse_trace
+
+DEFAULT_LAB_DIR = "/run/pyantrea-lab"
+
+
+def lab_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("PYANTREA_LAB_DIR") or DEFAULT_LAB_DIR)
+
+
+class _LiveState:
+    """The controller's state, fetched once per antctl call."""
+
+    def __init__(self, ctl: APIClient):
+        self.ctl = ctl
+        self.policies = {p["namespace"] + "/" + p["name"]: cp.policy_from_dict(p)
+                         for p in ctl.get("/v1/networkpolicies")}
+        self.applied_to_groups = {g["name"]: cp.atg_from_dict(g) for g in ctl.get("/v1/appliedtogroups")}
+        self.address_groups = {g["name"]: cp.ag_from_dict(g) for g in ctl.get("/v1/addressgroups")}
+
+    def node_view(self, node: str) -> Any:
+        from pyantrea.controller.networkpolicy import PolicyState
+
+        return PolicyState(self.policies, self.applied_to_groups, self.address_groups).node_view(node)
+
+
+class LabBackend(ClusterQueries):
+    def __init__(self, explicit_dir: str | None = None):
+        self.dir = lab_dir(explicit_dir)
+        sock = self.dir / "controller" / "controller.sock"
+        if not sock.exists():
+            raise PyantreaError(f"no running lab at {self.dir} (start one with `pyantrea lab up`, "
+                                "or give --cluster DIR to work offline)")
+        self.ctl = APIClient(str(sock))
+        self._state: _LiveState | None = None
+        self.cluster: Cluster = load_cluster(self.dir / "controller" / "state")
+
+    def close(self) -> None:
+        pass
+
+    def policy_state(self) -> Any:
+        if self._state is None:
+            self._state = _LiveState(self.ctl)
+        return self._state
+
+    def agent(self, node: str) -> APIClient:
+        self.cluster.node(node)
+        sock = self.dir / "nodes" / node / "agent.sock"
+        if not sock.exists():
+            raise NotFoundError(f"the agent of node {node} is not running ({sock} is missing)")
+        return APIClient(str(sock))
+
+    def version(self) -> dict[str, str]:
+        return {"controllerVersion": super().version()["controllerVersion"]}
+
+    # ---------------------------------------------------------------------------- flows
+    def _lines(self, node: str, table: int | None, fmt: str) -> list[str]:
+        q = f"/v1/ovsflows?format={fmt}" + (f"&table={table}" if table is not None else "")
+        return list(self.agent(node).get(q)["lines"])
+
+    def ovsflows_ofctl(self, node: str, table: int | None) -> list[str]:
+        return self._lines(node, table, "ofctl")
+
+    def ovsflows_of13(self, node: str, table: int | None) -> list[str]:
+        return [re.sub(r"^.*?table=", "table=", re.sub(r"duration=[^,]*, ", "", line))
+                for line in self._lines(node, table, "of13")]
+
+    def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]:
+        out = []
+        for line in self._lines(node, table, "ofctl"):
+            m = re.match(r"\s*cookie=(\S+), (?:table=(\d+), )?priority=(\d+),?(.*?) actions=(.*)$", line)
+            if m:
+                out.append({"table": int(m.group(2) or 0), "priority": int(m.group(3)), "cookie": m.group(1).rstrip(","),
+                            "match": m.group(4), "actions": m.group(5), "flow": line.strip()})
+        return out
+
+    # ---------------------------------------------------------------------------- agent objects
+    def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]:
+        if node is None:
+            return super().networkpolicies(None, name, ns)
+        pols = [cp.policy_from_dict(p) for p in self.agent(node).get("/v1/networkpolicies")]
+        pols = [p for p in pols if ns is None or p.namespace == ns]
+        return _named(pols, name, "networkpolicy")
+
+    def appliedtogroups(self, node: str | None, name: str | None) -> list[cp.AppliedToGroup]:
+        if node is None:
+            return super().appliedtogroups(None, name)
+        return _named([cp.atg_from_dict(g) for g in self.agent(node).get("/v1/appliedtogroups")], name,
+                      "appliedtogroup")
+
+    def addressgroups(self, node: str | None, name: str | None) -> list[cp.AddressGroup]:
+        if node is None:
+            return super().addressgroups(None, name)
+        return _named([cp.ag_from_dict(g) for g in self.agent(node).get("/v1/addressgroups")], name,
+                      "addressgroup")
+
+    def podinterfaces(self, node: str | None, name: str | None, ns: str | None) -> list[dict[str, Any]]:
+        nodes = [node] if node else [n.name for n in self.cluster.nodes
+                                     if (self.dir / "nodes" / n.name / "agent.sock").exists()]
+        out = []
+        for n in nodes:
+            for i in self.agent(n).get("/v1/podinterfaces"):
+                if (name is None or i["podName"] == name) and (ns is None or i["podNamespace"] == ns):
+                    out.append(i)
+        if name is not None and not out:
+            raise NotFoundError(f"podinterface {name!r} not found")
+        return out
+
+    def trace_packet(self, node: str, port: str | None, source: str | None, destination: str | None,
+                     flow: str, ct_next: list[str]) -> TraceResult:
+        ans = self.agent(node).post("/v1/trace-packet", {"port": port, "source": source, "destination": destination,
+                                                          "flow": flow, "ctNext": ct_next})
+        names = {int(k): v for k, v in ans["portNames"].items()}
+        trace = parse_trace(ans["text"], self.cluster.config.ovs_bridge) if ans["ok"] else None
+        return TraceResult(node, ans["flow"], ans["text"], trace, names, 1)
+
+
+def _named(objs: list[Any], name: str | None, kind: str) -> list[Any]:
+    if name is None:
+        return sorted(objs, key=lambda o: getattr(o, "key", o.name))
+    got = [o for o in objs if o.name == name]
+    if not got:
+        raise NotFoundError(f"{kind} {name!r} not found")
+    return got
