@@ -110,6 +110,7 @@ class Agent:
         self.cluster = cluster_from_snapshot(snap["manifests"], snap.get("agentConf", ""))
         self.view = view_from_snapshot(self.node, snap)
         self.version = int(snap["version"])
+        self.epoch = str(snap.get("epoch", ""))
 
     # ------------------------------------------------------------------------------ start-up
     def start(self) -> None:
@@ -191,7 +192,6 @@ class Agent:
 
     def _policy_flows(self) -> list[Any]:
         ifaces = {i.pod_key: i for i in self.ifstore.all()}
-        self.conj_ids = ConjIDAllocator()
         self.rules = compute_rules(self.view, ifaces, self.conj_ids)
         return policy_flows(self.rules, self.round)
 
@@ -248,7 +248,8 @@ class Agent:
         backoff = 0.2
         while not self.stop_event.is_set():
             try:
-                snap = self.ctl.get(f"/v1/watch?node={self.node}&version={self.version}&timeout=20", timeout=30)
+                snap = self.ctl.get(f"/v1/watch?node={self.node}&version={self.version}&epoch={self.epoch}"
+                                    "&timeout=20", timeout=30)
                 backoff = 0.2
             except (OSError, PyantreaError) as e:
                 # Controller down: keep enforcing what we have; retry with back-off.
@@ -257,7 +258,7 @@ class Agent:
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if int(snap["version"]) == self.version:
+            if int(snap["version"]) == self.version and snap.get("epoch", "") == self.epoch:
                 continue
             try:
                 with self.lock:
@@ -280,6 +281,7 @@ class Agent:
                     if self.cfg.gate("Traceflow"):
                         self.ofbridge.add_tlv_map(TLV_MAP)
                     n = self.flows.replay()
+                self.db.transact([["remove", "Open_vSwitch", ".", "other_config", "flow-restore-wait"]])
                 self.ovs_replays += 1
                 pid = now
                 log(self.node, f"ovs-vswitchd restarted (pid {now}): replayed {n} flows in one bundle")

@@ -120,11 +120,18 @@ def group_by_services(services: tuple[cp.Service, ...] | None, members: Iterable
 
 
 class ConjIDAllocator:
-    """Per-agent allocator from 1; released ids are reused first-in-first-out (spec §8.4)."""
+    """Per-agent allocator from 1; released ids are reused first-in-first-out (spec §8.4).
+
+    Ids are bound to a rule's identity (its policy, its content and its named-port group), so a
+    rule keeps its conj_id while other rules come and go: a policy change then touches only the
+    flows of the rules that changed.
+    """
 
     def __init__(self) -> None:
         self._next = 1
         self._free: list[int] = []
+        self._by_key: dict[object, int] = {}
+        self._used: set[object] = set()
 
     def allocate(self) -> int:
         if self._free:
@@ -136,11 +143,28 @@ class ConjIDAllocator:
     def release(self, i: int) -> None:
         self._free.append(i)
 
+    def begin(self) -> None:
+        self._used = set()
+
+    def get(self, key: object) -> int:
+        self._used.add(key)
+        if key not in self._by_key:
+            self._by_key[key] = self.allocate()
+        return self._by_key[key]
+
+    def end(self) -> None:
+        """Release the ids of rules that were not seen since `begin()`, in allocation order."""
+        for key, i in sorted(self._by_key.items(), key=lambda kv: kv[1]):
+            if key not in self._used:
+                del self._by_key[key]
+                self.release(i)
+
 
 def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                   alloc: ConjIDAllocator | None = None) -> list[OFRule]:
     """Every OpenFlow policy rule of a node. `interfaces` maps "ns/pod" to the local interface."""
     alloc = alloc or ConjIDAllocator()
+    alloc.begin()
     out: list[OFRule] = []
     for pol in sorted(view.policies, key=lambda p: (p.namespace, p.name)):
         targets: list[cp.GroupMemberPod] = []
@@ -166,6 +190,7 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
             peer_members = [members[k] for k in sorted(members)]
             blocks = [Address.net(c) for b in peer.ip_blocks for c in ipblock_cidrs(b)]
             built: list[tuple[tuple[Address, ...], tuple[Address, ...], tuple[cp.Service, ...] | None]] = []
+            group_keys: list[ServicesKey] = []
             if rule.direction == "In":
                 from_ = tuple(_dedup([Address.net(m.ip) for m in peer_members if m.ip] + blocks))
                 groups = group_by_services(rule.services, targets)
@@ -174,6 +199,7 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                     to = tuple(_dedup([Address.ofport(interfaces[p.key].ofport) for p in pods
                                        if p.key in interfaces]))
                     built.append((from_, to, _filter_unresolved(svcs)))
+                    group_keys.append(k)
             else:
                 from_ = tuple(_dedup([Address.net(interfaces[p.key].ip) for p in targets if p.key in interfaces]))
                 groups = group_by_services(rule.services, [m for m in peer_members if m.ip])
@@ -186,8 +212,11 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                     if k == original:
                         to_list += blocks
                     built.append((from_, tuple(_dedup(to_list)), _filter_unresolved(svcs)))
-            for from_addrs, to_addrs, svcs in built:
-                out.append(OFRule(alloc.allocate(), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx))
+                    group_keys.append(k)
+            for n, (from_addrs, to_addrs, svcs) in enumerate(built):
+                key = (pol.uid, pol.key, rule, group_keys[n])
+                out.append(OFRule(alloc.get(key), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx))
+    alloc.end()
     return out
 
 

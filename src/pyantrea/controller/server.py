@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ class ClusterStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cond = threading.Condition()
         self.version = 0
+        # A restarted controller counts versions from 1 again: watchers that carry another epoch
+        # are answered at once, so they resync instead of waiting for a version they already have.
+        self.epoch = uuid.uuid4().hex[:12]
         folder = Path(folder)
         load_cluster(folder)  # validates the folder; raises ManifestError naming every problem
         self.objects: dict[ObjKey, dict[str, Any]] = {}
@@ -157,8 +161,10 @@ class ClusterStore:
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
-    def watch(self, node: str, since: int, timeout: float) -> dict[str, Any]:
+    def watch(self, node: str, since: int, timeout: float, epoch: str = "") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
+        if epoch and epoch != self.epoch:
+            since = -1
         with self.cond:
             while self.version <= since:
                 left = deadline - time.monotonic()
@@ -169,6 +175,7 @@ class ClusterStore:
         cluster.node(node)  # 404 for an unknown node
         view = state.node_view(node)
         return {
+            "epoch": self.epoch,
             "version": version,
             "manifests": manifests,
             "agentConf": self.agent_conf or "",
@@ -198,7 +205,7 @@ def build_router(store: ClusterStore) -> Router:
             timeout = min(float(req.query.get("timeout", "30")), 300.0)
         except ValueError:
             raise HTTPError(400, "version and timeout must be numbers") from None
-        return store.watch(node, since, timeout)
+        return store.watch(node, since, timeout, req.query.get("epoch", ""))
 
     r.add("POST", "/v1/apply", apply)
     r.add("POST", "/v1/delete", delete)

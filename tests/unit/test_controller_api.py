@@ -1,0 +1,120 @@
+"""The controller's API on a unix socket: apply/delete/watch, and bad requests get clear 4xx answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pyantrea.controller.server import ClusterStore, build_router
+from pyantrea.errors import InvalidArgument, ManifestError, NotFoundError
+from pyantrea.httpapi import MAX_BODY, APIClient, UnixHTTPServer
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+
+DENY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-frontend, namespace: default}
+spec:
+  podSelector: {matchLabels: {role: frontend}}
+"""
+
+
+@pytest.fixture
+def api():
+    d = Path(tempfile.mkdtemp(prefix="pa-"))
+    store = ClusterStore(SEED, d / "state")
+    server = UnixHTTPServer(str(d / "c.sock"), build_router(store))
+    server.serve_in_thread()
+    yield APIClient(str(d / "c.sock"), timeout=10), store, d
+    server.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_socket_is_owner_only(api) -> None:
+    _, _, d = api
+    assert stat.S_IMODE(os.stat(d / "c.sock").st_mode) == 0o600
+
+
+def test_apply_wakes_a_watcher_with_the_new_policy(api) -> None:
+    c, store, _ = api
+    v0 = c.get("/v1/watch?node=worker1&version=0&timeout=0")
+    assert {p["name"] for p in v0["policies"]} == {"backendpolicy", "frontendpolicy"}
+    got: dict = {}
+
+    def watch() -> None:
+        got.update(c.get(f"/v1/watch?node=worker1&version={v0['version']}&epoch={v0['epoch']}&timeout=10"))
+
+    t = threading.Thread(target=watch)
+    t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert c.post("/v1/apply?file=deny.yaml", DENY)["version"] == v0["version"] + 1
+    t.join(5)
+    assert time.monotonic() - t0 < 2
+    assert "deny-frontend" in {p["name"] for p in got["policies"]}
+    # worker2 runs no frontend Pod: the policy does not span it (spec §9.4)
+    w2 = c.get("/v1/watch?node=worker2&version=0&timeout=0")
+    assert "deny-frontend" not in {p["name"] for p in w2["policies"]}
+    c.post("/v1/delete", DENY)
+    assert "deny-frontend" not in {p["name"] for p in c.get("/v1/watch?node=worker1&version=0&timeout=0")["policies"]}
+
+
+def test_another_epoch_is_answered_at_once(api) -> None:
+    c, _, _ = api
+    t0 = time.monotonic()
+    ans = c.get("/v1/watch?node=worker1&version=99&epoch=other&timeout=10")
+    assert time.monotonic() - t0 < 1 and ans["version"] == 1
+
+
+def test_invalid_change_is_refused_whole_and_names_the_object(api) -> None:
+    c, store, _ = api
+    bad = DENY + "---\n" + """apiVersion: v1
+kind: Pod
+metadata: {name: ghost, namespace: default}
+spec: {nodeName: worker1, containers: [{name: c, image: x}]}
+status: {podIP: 10.222.9.9}
+"""
+    with pytest.raises(ManifestError) as e:
+        c.post("/v1/apply?file=bad.yaml", bad)
+    assert any("default/ghost" in p and "10.222.9.9" in p for p in e.value.problems)
+    assert store.version == 1  # nothing applied, not even the valid policy
+
+
+@pytest.mark.parametrize("body,err", [
+    ("kind: [", ManifestError),  # YAML syntax
+    ("- a\n- b\n", ManifestError),  # not a mapping
+    ("kind: Pod\n", ManifestError),  # no apiVersion, no metadata.name
+])
+def test_malformed_apply(api, body: str, err: type) -> None:
+    c, store, _ = api
+    with pytest.raises(err):
+        c.post("/v1/apply", body)
+    assert store.version == 1
+
+
+def test_unknown_path_oversized_body_and_unknown_node(api) -> None:
+    c, _, _ = api
+    with pytest.raises(NotFoundError):
+        c.get("/v1/nothing")
+    # an oversized body is refused from its Content-Length, before it is read
+    import socket
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(c.path)
+    s.sendall(f"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+    head = s.recv(4096).decode()
+    s.close()
+    assert head.startswith("HTTP/1.1 413") and "over the limit" in head
+    with pytest.raises(NotFoundError, match="node"):
+        c.get("/v1/watch?node=nosuchnode&version=0&timeout=0")
+    with pytest.raises(InvalidArgument):
+        c.get("/v1/watch?node=worker1&version=abc")
+    with pytest.raises(NotFoundError):
+        c.post("/v1/delete", DENY)  # not there
+    assert c.get("/healthz") == "ok\n"  # still serving
