@@ -8,6 +8,7 @@ host routes and iptables, and serves the CNI and antctl on a unix socket (mode 0
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import shutil
 import signal
@@ -21,8 +22,8 @@ from typing import Any
 
 from pyantrea import __version__
 from pyantrea.agent.bridge import TLV_MAP, bridge_commands, gateway_commands, tunnel_commands
-from pyantrea.agent.cniserver.server import CNIServer
 from pyantrea.agent.cniserver import pod as podnet
+from pyantrea.agent.cniserver.server import CNIServer
 from pyantrea.agent.interfacestore import InterfaceStore
 from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules
 from pyantrea.agent.openflow.client import FlowClient
@@ -311,11 +312,11 @@ class Agent:
             return self.cni.handle(command, req.json())
 
         for cmd in ("ADD", "DEL", "CHECK"):
-            r.add("POST", f"/cni/{cmd.lower()}", lambda req, c=cmd: cni(req, c))
+            r.add("POST", f"/cni/{cmd.lower()}", functools.partial(lambda c, req: cni(req, c), cmd))
         r.add("GET", "/v1/version", lambda req: {"agentVersion": __version__})
         r.add("GET", "/v1/ovsflows", self.api_ovsflows)
         r.add("GET", "/v1/podinterfaces", self.api_podinterfaces)
-        r.add("GET", "/v1/networkpolicies", lambda req: [cp.to_dict(p) for p in self.view.policies])
+        r.add("GET", "/v1/networkpolicies", self.api_networkpolicies)
         r.add("GET", "/v1/appliedtogroups",
               lambda req: [cp.to_dict(g) for _, g in sorted(self.view.applied_to_groups.items())])
         r.add("GET", "/v1/addressgroups",
@@ -344,6 +345,9 @@ class Agent:
         def key(line: str) -> tuple[int, int]:
             return (order.get(line, len(order)), 0)
         return {"lines": sorted(lines, key=key)}
+
+    def api_networkpolicies(self, req: Request) -> Any:
+        return [cp.to_dict(p) for p in self.view.policies]
 
     def api_podinterfaces(self, req: Request) -> Any:
         out = []

@@ -8,8 +8,8 @@ policies by namespace/name, rules in internal-rule order, named-port groups by k
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import PodInterface
@@ -24,11 +24,11 @@ class Address:
     value: str  # "10.0.0.1/32", "0.0.0.0/0" or "49"
 
     @staticmethod
-    def net(cidr: str) -> "Address":
+    def net(cidr: str) -> Address:
         return Address("net", str(ipaddress.IPv4Network(cidr, strict=False)))
 
     @staticmethod
-    def ofport(port: int) -> "Address":
+    def ofport(port: int) -> Address:
         return Address("ofport", str(port))
 
 

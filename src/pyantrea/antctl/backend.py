@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from pyantrea import __version__
 from pyantrea.agent.openflow import tables as T
@@ -14,7 +15,7 @@ from pyantrea.apis import controlplane as cp
 from pyantrea.errors import InvalidArgument, NotFoundError
 from pyantrea.k8s.cluster import Cluster
 from pyantrea.ovs.flow import Flow
-from pyantrea.ovs.trace import Trace, parse_trace
+from pyantrea.ovs.trace import Trace
 
 
 @dataclass(frozen=True)

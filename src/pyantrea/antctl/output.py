@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -28,7 +29,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], sort: bool = Tru
         return "\n"
     rows = [[c if c != "" else "<NONE>" for c in r] for r in rows]
     if sort:
-        rows = sorted(rows)
+        rows = sorted(rows, key=lambda r: list(r))
     if len(header) == 1:
         return "\n".join([header[0], *[r[0] for r in rows]]) + "\n"
     cols = list(zip(*([list(header)] + [list(r) for r in rows])))

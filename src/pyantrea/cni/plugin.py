@@ -55,8 +55,8 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any]]:
     except (OSError, PyantreaError) as e:
         return 1, error(5, f"request to the agent failed: {e}", version=version)
     if "error" in ans:
-        e = ans["error"]
-        return 1, error(int(e.get("code", 999)), str(e.get("msg", "")), str(e.get("details", "")), version)
+        err = ans["error"]
+        return 1, error(int(err.get("code", 999)), str(err.get("msg", "")), str(err.get("details", "")), version)
     return 0, ans.get("result") or {}
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import LabelSelector, Namespace, NetworkPolicy, NetworkPolicyPeer, Pod
@@ -121,7 +121,7 @@ class PolicyState:
     applied_to_groups: dict[str, cp.AppliedToGroup] = field(default_factory=dict)
     address_groups: dict[str, cp.AddressGroup] = field(default_factory=dict)
 
-    def node_view(self, node: str) -> "NodePolicyView":
+    def node_view(self, node: str) -> NodePolicyView:
         """What an agent on `node` receives: objects whose span includes it (spec §9.4)."""
         pols = tuple(p for _, p in sorted(self.policies.items()) if node in p.span)
         atgs = {n: g.for_node(node) for n, g in self.applied_to_groups.items() if node in g.span}
@@ -217,15 +217,15 @@ class NetworkPolicyController:
         # Internal policies: span = union of their AppliedToGroups' spans.
         ag_span: dict[str, set[str]] = defaultdict(set)
         for pol in internal:
-            span: set[str] = set()
+            nodes: set[str] = set()
             for g in pol.applied_to_groups:
-                span.update(state.applied_to_groups[g].span)
+                nodes.update(state.applied_to_groups[g].span)
             pol = cp.NetworkPolicy(pol.uid, pol.namespace, pol.name, pol.rules, pol.applied_to_groups,
-                                   tuple(sorted(span)))
+                                   tuple(sorted(nodes)))
             state.policies[pol.key] = pol
             for rule in pol.rules:
                 for g in rule.peer.address_groups:
-                    ag_span[g] |= span
+                    ag_span[g] |= nodes
         # AddressGroups: Pods with an IP, not hostNetwork, not terminated; span from the policies.
         for name, gs in sorted(ag_sel.items()):
             members = [_member(p) for p in index.select(gs)

@@ -9,7 +9,7 @@ its counters) and `delete_strict`. Installing the same state twice sends nothing
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from pyantrea.ovs.flow import Flow, sort_flows
 from pyantrea.ovs.ofctl import OFBridge

@@ -21,6 +21,7 @@ from pyantrea.ovs.flow import (
     Goto,
     InPort,
     Load,
+    Match,
     Move,
     Normal,
     OutputReg,
@@ -29,7 +30,6 @@ from pyantrea.ovs.flow import (
     ip_match,
     match,
     reg_match,
-    Match,
 )
 
 GLOBAL_VMAC = "aa:bb:cc:dd:ee:ff"

@@ -93,8 +93,7 @@ class RouteClient:
                 dst = r.get("dst")
                 if dst is None:
                     continue
-                net = f"{dst}/{r['dst_len']}"
-                if net not in wanted:
+                if f"{dst}/{r['dst_len']}" not in wanted:
                     self.ipr.route("del", dst=dst, dst_len=r["dst_len"], oif=idx)
 
     # ------------------------------------------------------------------------------ ipset/iptables
@@ -120,7 +119,8 @@ class RouteClient:
 COMMIT
 *nat
 :ANTREA-POSTROUTING - [0:0]
--A ANTREA-POSTROUTING -s {pod_cidr} -m comment --comment "Antrea: masquerade pod to external packets" -m set ! --match-set {IPSET} dst -j MASQUERADE
+-A ANTREA-POSTROUTING -s {pod_cidr} -m comment --comment "Antrea: masquerade pod to external packets" \
+-m set ! --match-set {IPSET} dst -j MASQUERADE
 COMMIT
 *mangle
 :ANTREA-MANGLE - [0:0]
