@@ -104,11 +104,19 @@ def h_trace_packet(b: Backend, a: argparse.Namespace) -> str:
         raise PyantreaError("one of -p/--port or -S/--source is required")
     node = b.pick_node(a.node)
     res = b.trace_packet(node, a.port, a.source, a.destination, a.flow or "", a.ct_next or [])
+    if res.trace is None:  # OVS refused the flow: its own message, and a non-zero exit
+        raise PyantreaError(f"ofproto/trace on {node} refused the flow: {ovs_message(res.text)}")
     if a.output == "json":
         return json.dumps(res.as_json(), indent=2) + "\n"
     if a.output == "yaml":
         return output.dump({"result": res.text}, "yaml")
     return res.text if res.text.endswith("\n") else res.text + "\n"
+
+
+def ovs_message(text: str) -> str:
+    """OVS's own words from an ofproto/trace failure, without the command line we ran."""
+    marker = "Bad openflow flow syntax"
+    return text[text.index(marker):].strip() if marker in text else text.strip()
 
 
 NAME = Arg(("name",), dict(nargs="?", help="object name"))
