@@ -149,10 +149,9 @@ class Agent:
         self.round = ((self.prev_round or 0) + 1) % 65536 or 1
         self.ofbridge = OFBridge(self.ovs_rundir / f"{self.bridge_name}.mgmt")
         self.flows = FlowClient(self.ofbridge)
-        self.ofbridge.del_flows(round_selector(self.round))
         if self.cfg.gate("Traceflow"):
             self.ofbridge.add_tlv_map(TLV_MAP)
-        self._sync_all()
+        self._sync_all(initial=True)
         self._reconcile_pods()
         self._host_networking()
         self.db.transact([["remove", "Open_vSwitch", ".", "other_config", "flow-restore-wait"]])
@@ -196,7 +195,7 @@ class Agent:
         self.rules = compute_rules(self.view, ifaces, self.conj_ids)
         return policy_flows(self.rules, self.round)
 
-    def _sync_all(self) -> None:
+    def _sync_all(self, initial: bool = False) -> None:
         with self.lock:
             b = self.builder()
             changes: dict[str, Any] = {"fixed": b.fixed_flows()}
@@ -207,7 +206,12 @@ class Agent:
             for name in list(self.flows.families):
                 changes.setdefault(name, None)
             changes["policy"] = self._policy_flows()
-            self.flows.update(changes)
+            if initial:
+                # One bundle replaces whatever the bridge holds (a previous agent's flows, leftovers
+                # of a crash in the current round) with exactly what this agent wants.
+                self.flows.reset({k: v for k, v in changes.items() if v})
+            else:
+                self.flows.update(changes)
 
     def pod_added(self, iface: PodInterface, port_uuid: str) -> None:
         """A new Pod touches its own 5 flows and, if a policy selects it, the policy flows."""
