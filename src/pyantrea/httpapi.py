@@ -15,8 +15,9 @@ import socket
 import socketserver
 import threading
 import traceback
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from pyantrea.errors import (
@@ -102,7 +103,7 @@ def _error_status(e: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
-    server: "UnixHTTPServer"
+    server: UnixHTTPServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet; the daemons log what matters
@@ -119,7 +120,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise HTTPError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
             body = self.rfile.read(length) if length else b""
             status, ctype, payload = self.server.router.dispatch(Request(self.command, url.path, query, body))
-        except BaseException as e:  # noqa: BLE001 - a request never kills the server
+        except BaseException as e:
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             status, obj = _error_status(e)

@@ -37,7 +37,7 @@ class OfflineCluster:
     cluster: Cluster
 
     @classmethod
-    def load(cls, path: str | Path) -> "OfflineCluster":
+    def load(cls, path: str | Path) -> OfflineCluster:
         from pyantrea.k8s.complete import load_cluster
 
         return cls(load_cluster(path))
@@ -65,7 +65,7 @@ class NodeSandbox:
         self.sandbox: Any = None
         self._tmp: str | None = None
 
-    def __enter__(self) -> "NodeSandbox":
+    def __enter__(self) -> NodeSandbox:
         self.start()
         return self
 
@@ -100,7 +100,7 @@ class NodeSandbox:
             names[i.ofport] = i.interface
         return names
 
-    def trace(self, flow: str, ct_next: list[str] | None = None) -> "TraceResult":
+    def trace(self, flow: str, ct_next: list[str] | None = None) -> TraceResult:
         from pyantrea.antctl.backend import TraceResult
         from pyantrea.errors import OVSError
         from pyantrea.ovs.trace import parse_trace

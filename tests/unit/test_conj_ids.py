@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from pyantrea.agent.networkpolicy import ConjIDAllocator, compute_rules
 from pyantrea.offline import OfflineCluster
-
-from pathlib import Path
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 

@@ -191,6 +191,44 @@ class OfflineBackend(ClusterQueries):
         sb = self.sandbox(node)
         return sb.trace(text_flow, ct_next)
 
+    # ---------------------------------------------------------------- traceflow / reachability (issue 4)
+    def node_network(self, node: str) -> Any:
+        """The node's br-int ports as the compiler sees them (gateway, tunnel, Pod interfaces)."""
+        return self.cluster.network(node)
+
+    def policy_rules(self, node: str) -> list[Any]:
+        """The node's OpenFlow policy rules (conj_id -> policy and rule), as its flows were compiled."""
+        return list(self.offline.node_flows(node).rules)
+
+    def kube_proxy_rules(self, node: str) -> Any:
+        """kube-proxy's iptables rules on the node: the model the lab programs (lab/kubeproxy.py)."""
+        from pyantrea.lab.kubeproxy import build_rules
+
+        return build_rules(self.cluster, node)
+
+    def start_sandboxes(self, nodes: list[str]) -> None:
+        """Start several nodes' sandboxes at once (each is its own ovsdb-server + ovs-vswitchd)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pyantrea.offline import NodeSandbox
+
+        todo = [n for n in nodes if n not in self._sandboxes]
+        if not todo:
+            return
+        sbs = {n: NodeSandbox(self.offline, n) for n in todo}
+        with ThreadPoolExecutor(max_workers=len(todo)) as ex:
+            futs = {n: ex.submit(sb.start) for n, sb in sbs.items()}
+            errors = []
+            for n, f in futs.items():
+                try:
+                    f.result()
+                    self._stack.callback(sbs[n].stop)
+                    self._sandboxes[n] = sbs[n]
+                except Exception as e:  # noqa: BLE001 - reported below, after the others are registered
+                    errors.append(e)
+        if errors:
+            raise errors[0]
+
 
 @contextlib.contextmanager
 def backend_for(cluster_dir: str | None, lab_dir: str | None = None) -> Iterator[Backend]:

@@ -119,6 +119,48 @@ def ovs_message(text: str) -> str:
     return text[text.index(marker):].strip() if marker in text else text.strip()
 
 
+def h_traceflow(b: Backend, a: argparse.Namespace) -> str:
+    """antctl traceflow (issue 4): the whole path, offline (the nodes' sandboxes) or live (the agents)."""
+    import time
+
+    from pyantrea.traceflow.api import run
+    from pyantrea.traceflow.report import document
+
+    engine, spec, paths = run(b, a.source, a.destination, a.flow or "", a.endpoint, a.reply)  # type: ignore[arg-type]
+    now = int(time.time())
+    docs = [document(engine, spec, p, now) for p in paths]
+    if a.live:
+        from pyantrea.traceflow.live import observe_all
+
+        for d, live in zip(docs, observe_all(b, engine, spec, paths)):
+            d["live"] = live
+    if a.output == "html":
+        from pyantrea.traceflow.html import render_html
+
+        return render_html(engine, spec, paths, docs)
+    if a.output == "text":
+        from pyantrea.traceflow.explain import render_text
+
+        text = render_text(engine, spec, paths)
+        if a.live:
+            from pyantrea.traceflow.live import render_live
+
+            text += "".join(render_live(d["live"]) for d in docs)
+        return text
+    body: Any = docs[0] if len(docs) == 1 else docs
+    if a.output == "yaml" and isinstance(body, list):
+        return "---\n".join(output.dump(d, "yaml") for d in docs)
+    return output.dump(body, a.output)
+
+
+def h_reachability(b: Backend, a: argparse.Namespace) -> str:
+    """antctl reachability (issue 4): every ordered pair of Pods x every port, by tracing the flows."""
+    from pyantrea.traceflow.reachability import parse_ports, reachability, render
+
+    ports = parse_ports(a.port)
+    return render(reachability(b, ports), ports, a.output)  # type: ignore[arg-type]
+
+
 NAME = Arg(("name",), dict(nargs="?", help="object name"))
 NAMESPACE = Arg(("-n", "--namespace"), dict(help="namespace"))
 
@@ -144,6 +186,24 @@ COMMANDS: tuple[Command, ...] = (
              Arg(("--ct-next",), dict(action="append", metavar="STATE",
                                       help="conntrack state for the next ct() (repeatable), e.g. trk,est,rpl")),
              _fmt(("text", "json", "yaml"), "text"))),
+    Command(("traceflow",), "trace a packet from end to end: source node, kube-proxy, tunnel, destination node",
+            h_traceflow,
+            (Arg(("-S", "--source"), dict(required=True, help="source Pod: [ns/]pod")),
+             Arg(("-D", "--destination"), dict(required=True, help="destination: [ns/]pod, [ns/]service or IPv4")),
+             Arg(("-f", "--flow"), dict(help="packet: icmp|tcp|udp|sctp and tcp_src/tcp_dst/udp_dst/..., "
+                                             "e.g. tcp,tcp_dst=80 (default icmp; a Service's only port)")),
+             Arg(("--endpoint",), dict(metavar="IP", help="the Service backend kube-proxy picks (default: trace "
+                                                          "every backend in turn)")),
+             Arg(("--reply",), dict(action="store_true", help="trace the reply, from the conntrack state the "
+                                                              "request left")),
+             Arg(("--live",), dict(action="store_true", help="lab only: also send a real packet from the source "
+                                                             "Pod and report where it went")),
+             _fmt(("text", "json", "yaml", "html"), "text")), aliases=("tf",)),
+    Command(("reachability",), "who can reach whom: every ordered pair of Pods and port, traced through the flows",
+            h_reachability,
+            (Arg(("--port",), dict(action="append", metavar="PROTO/PORT",
+                                   help="e.g. TCP/80 (repeatable, or comma-separated; default TCP/80)")),
+             _fmt(("table", "json"), "table"))),
 )
 
 

@@ -40,7 +40,7 @@ class AppliedToGroup:
     def pods_on(self, node: str) -> tuple[GroupMemberPod, ...]:
         return tuple(p for p in self.pods if p.node == node)
 
-    def for_node(self, node: str) -> "AppliedToGroup":
+    def for_node(self, node: str) -> AppliedToGroup:
         """What an agent receives: only the Pods on its node (spec §9.4)."""
         return AppliedToGroup(self.name, self.selector, self.pods_on(node), self.span)
 

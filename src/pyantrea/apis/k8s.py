@@ -6,8 +6,8 @@ Only the fields Antrea v0.10 looks at are kept. Every object remembers where it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 

@@ -129,6 +129,70 @@ class LabBackend(ClusterQueries):
         return TraceResult(node, ans["flow"], ans["text"], trace, names, 1)
 
 
+    # ---------------------------------------------------------------- traceflow / reachability (issue 4)
+    def node_network(self, node: str) -> Any:
+        """The node's br-int as its agent has it: the live Pod interfaces (ofports, MACs) and the gateway
+        MAC of its SpoofGuard flow, over the cluster model's addresses."""
+        import dataclasses
+
+        from pyantrea.apis.k8s import PodInterface
+
+        base = self.cluster.network(node)
+        ag = self.agent(node)
+        ifaces = tuple(sorted((PodInterface(i["podNamespace"], i["podName"], node, i["interfaceName"], int(i["ofPort"]),
+                                            i["mac"], i["ip"], i.get("containerID", ""))
+                               for i in ag.get("/v1/podinterfaces")), key=lambda i: i.ofport))
+        gw_mac = base.gateway_mac
+        for line in ag.get("/v1/ovsflows?format=ofctl&table=10")["lines"]:
+            m = re.search(r'arp,in_port="?%s"?,arp_spa=%s,arp_sha=([0-9a-f:]{17})' % (re.escape(base.gateway_name),
+                                                                                   re.escape(base.gateway_ip)), line)
+            if m:
+                gw_mac = m.group(1)
+        return dataclasses.replace(base, interfaces=ifaces, gateway_mac=gw_mac)
+
+    def policy_rules(self, node: str) -> list[Any]:
+        """The agent's OpenFlow policy rules: `compute_rules` over the agent's own view (its policies, groups
+        and interface store), with a fresh conj_id allocator, exactly as the agent computes them."""
+        from pyantrea.agent.networkpolicy import ConjIDAllocator, compute_rules
+        from pyantrea.controller.networkpolicy import NodePolicyView
+
+        ag = self.agent(node)
+        view = NodePolicyView(
+            node,
+            tuple(cp.policy_from_dict(p) for p in ag.get("/v1/networkpolicies")),
+            {g["name"]: cp.atg_from_dict(g) for g in ag.get("/v1/appliedtogroups")},
+            {g["name"]: cp.ag_from_dict(g) for g in ag.get("/v1/addressgroups")},
+        )
+        ifaces = {i.pod_key: i for i in self.node_network(node).interfaces}
+        return compute_rules(view, ifaces, ConjIDAllocator())
+
+    def kube_proxy_rules(self, node: str) -> Any:
+        """kube-proxy's rules on the node: what the lab wrote with `render_iptables` (same model, same cluster)."""
+        from pyantrea.lab.kubeproxy import build_rules
+
+        return build_rules(self.cluster, node)
+
+    def flow_stats(self, node: str) -> list[tuple[int, int, str, int]]:
+        """(table, priority, match with numeric ports, n_packets) of every flow on the node's br-int."""
+        names = {v: k for k, v in self.trace_port_names(node).items()}
+        out = []
+        for line in self.agent(node).get("/v1/ovsflows?format=of13")["lines"]:
+            m = re.search(r"table=(\d+), n_packets=(\d+), n_bytes=\d+, (?:[a-z_]+=\d+, )*priority=(\d+),?(\S*) actions=",
+                          line)
+            if not m:
+                continue
+            match = re.sub(r'in_port="?([^,"]+)"?', lambda mm: f"in_port={names.get(mm.group(1), mm.group(1))}",
+                           m.group(4))
+            out.append((int(m.group(1)), int(m.group(3)), match, int(m.group(2))))
+        return out
+
+    def trace_port_names(self, node: str) -> dict[int, str]:
+        net = self.node_network(node)
+        names = {net.gateway_ofport: net.gateway_name, net.tunnel_ofport: net.tunnel_name}
+        names.update({i.ofport: i.interface for i in net.interfaces})
+        return names
+
+
 def _named(objs: list[Any], name: str | None, kind: str) -> list[Any]:
     if name is None:
         return sorted(objs, key=lambda o: getattr(o, "key", o.name))

@@ -16,8 +16,9 @@ Nothing outside `pyantrea.ovs` builds raw flow text.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Union
 
 # ---------------------------------------------------------------------------------------------
 # helpers
