@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openvswitch-switch openvswitch-common iptables nftables ipset ethtool iperf3
-      containernetworking-plugins iproute2 iputils-ping curl tcpdump procps)
+      containernetworking-plugins iproute2 iputils-ping curl tcpdump procps
+      chromium)  # chromium: the headless screenshot test of `antctl traceflow -o html`
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
