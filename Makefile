@@ -2,13 +2,19 @@
 PY ?= python3
 SEED ?= examples/seed
 
-.PHONY: setup demo test unit functional lab bench lint
+.PHONY: setup demo offline-demo down test unit functional lab bench lint
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	@bash scripts/demo.sh $(SEED)
+
+offline-demo: setup
+	@bash scripts/offline-demo.sh $(SEED)
+
+down:
+	pyantrea lab down
 
 test: setup
 	$(PY) -m pytest -q -ra
@@ -19,8 +25,13 @@ unit: setup
 functional: setup
 	$(PY) -m pytest -q tests/functional
 
+lab: setup
+	$(PY) -m pytest -q -ra tests/lab
+
 bench: setup
 	$(PY) bench/compile.py
+	$(PY) bench/trace.py
+	$(PY) bench/lab.py
 
 lint: setup
 	$(PY) -m mypy src/pyantrea

@@ -40,6 +40,7 @@ from pyantrea.k8s.cluster import Cluster
 from pyantrea.k8s.complete import load_cluster
 from pyantrea.k8s.loader import AGENT_CONF
 from pyantrea.offline import peers_of, pipeline_config
+from pyantrea.ovs.flow import sort_flows
 from pyantrea.ovs.ofctl import OFBridge
 from pyantrea.ovs.vsctl import OVSDB
 
@@ -195,22 +196,27 @@ class Agent:
         self.rules = compute_rules(self.view, ifaces, self.conj_ids)
         return policy_flows(self.rules, self.round)
 
+    def _desired(self, recompute_policy: bool = True) -> dict[str, list[Any]]:
+        """Every family, built by one builder in the compiler's order (so flow order = offline order)."""
+        b = self.builder()
+        fams: dict[str, list[Any]] = {"fixed": b.fixed_flows()}
+        for p in sorted(self.peers(), key=lambda p: p.name):
+            fams[f"node/{p.name}"] = b.peer_node_flows(p)
+        for i in self.ifstore.all():
+            fams[f"pod/{i.interface}"] = b.pod_flows(i)
+        fams["policy"] = self._policy_flows() if recompute_policy else policy_flows(self.rules, self.round)
+        return fams
+
     def _sync_all(self, initial: bool = False) -> None:
         with self.lock:
-            b = self.builder()
-            changes: dict[str, Any] = {"fixed": b.fixed_flows()}
-            for p in self.peers():
-                changes[f"node/{p.name}"] = b.peer_node_flows(p)
-            for i in self.ifstore.all():
-                changes[f"pod/{i.interface}"] = b.pod_flows(i)
-            for name in list(self.flows.families):
-                changes.setdefault(name, None)
-            changes["policy"] = self._policy_flows()
+            changes: dict[str, Any] = dict(self._desired())
             if initial:
                 # One bundle replaces whatever the bridge holds (a previous agent's flows, leftovers
                 # of a crash in the current round) with exactly what this agent wants.
                 self.flows.reset({k: v for k, v in changes.items() if v})
             else:
+                for name in list(self.flows.families):
+                    changes.setdefault(name, None)
                 self.flows.update(changes)
 
     def pod_added(self, iface: PodInterface, port_uuid: str) -> None:
@@ -336,8 +342,10 @@ class Agent:
         of13 = req.query.get("format", "ofctl") == "of13"
         t = int(table) if table is not None and table.isdigit() else None
         lines = self.ofbridge.dump_flows(names=True, no_stats=not of13, of13=of13, table=t)
-        # OVS orders flows inside a table as it likes: give them the agent's order (= offline order).
-        order = {f.dump_text(): n for n, f in enumerate(self.flows.installed())}
+        # OVS orders flows inside a table as it likes: give them the compiler's order (= offline order).
+        with self.lock:
+            desired = sort_flows(f for fl in self._desired(recompute_policy=False).values() for f in fl)
+        order = {f.dump_text(): n for n, f in enumerate(desired)}
         if of13:
             import re
 
