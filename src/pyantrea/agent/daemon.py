@@ -172,17 +172,25 @@ class Agent:
                 time.sleep(0.2)
 
     def _sweep_stale(self) -> None:
+        """After the delay, delete the previous round's flows and persist the round (spec §11.1).
+
+        Retries every second (OVS may be restarting); gives up after a minute and says so.
+        """
         if self.stop_event.wait(self.stale_flow_delay):
             return
-        if self.prev_round is not None:
-            self.ofbridge.del_flows(round_selector(self.prev_round))
-        for _ in range(10):
+        for _ in range(60):
             try:
+                with self.lock:
+                    if self.prev_round is not None and self.prev_round != self.round:
+                        self.ofbridge.del_flows(round_selector(self.prev_round))
                 self.db.set_bridge_external_ids(self.bridge_name, {"roundNum": str(self.round)})
                 log(self.node, f"stale flows of round {self.prev_round} removed; roundNum={self.round}")
                 return
-            except PyantreaError:
-                time.sleep(1)
+            except (OSError, PyantreaError) as e:
+                last = e
+                if self.stop_event.wait(1.0):
+                    return
+        log(self.node, f"could not remove the flows of round {self.prev_round}: {last}")
 
     # ------------------------------------------------------------------------------ flows
     def builder(self) -> FlowBuilder:
