@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pyantrea import __version__
-from pyantrea.errors import ManifestError, PyantreaError
+from pyantrea.errors import PyantreaError, report
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
@@ -77,14 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(a.func(a))
-    except ManifestError as e:
-        print(f"Error: {len(e.problems)} problem(s) in the cluster folder:", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
     except PyantreaError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        return report(e)
 
 
 if __name__ == "__main__":

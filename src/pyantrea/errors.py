@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TextIO
+
 
 class PyantreaError(Exception):
     """Base of every error pyantrea reports to a user."""
@@ -35,3 +38,15 @@ class CNIError(PyantreaError):
         self.msg = msg
         self.details = details
         super().__init__(f"CNI error {code}: {msg}" + (f" ({details})" if details else ""))
+
+
+def report(e: PyantreaError, out: TextIO | None = None, what: str = "in the cluster folder") -> int:
+    """Print an error for a user (every problem of a ManifestError on its own line); returns exit code 1."""
+    out = out or sys.stderr
+    if isinstance(e, ManifestError):
+        print(f"Error: {len(e.problems)} problem(s) {what}:", file=out)
+        for p in e.problems:
+            print(f"  {p}", file=out)
+    else:
+        print(f"Error: {e}", file=out)
+    return 1

@@ -18,7 +18,7 @@ from pyantrea import __version__
 from pyantrea.antctl import output
 from pyantrea.antctl.backend import Backend, backend_for
 from pyantrea.apis.controlplane import to_dict
-from pyantrea.errors import ManifestError, PyantreaError
+from pyantrea.errors import PyantreaError, report
 
 Handler = Callable[[Backend, argparse.Namespace], str]
 
@@ -240,14 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with backend_for(a.cluster, a.lab_dir) as b:
             sys.stdout.write(a.handler(b, a))
-    except ManifestError as e:
-        print(f"Error: {len(e.problems)} problem(s) in the cluster folder:", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
     except PyantreaError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        return report(e)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyantrea.apis.k8s import ContainerPort
+from pyantrea.apis.k8s import ContainerPort, resolve_named_port
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,7 @@ class GroupMemberPod:
         return f"{self.namespace}/{self.name}"
 
     def resolve(self, name: str, protocol: str) -> int | None:
-        for p in self.ports:
-            if p.name == name and p.protocol == protocol:
-                return p.container_port
-        return None
+        return resolve_named_port(self.ports, name, protocol)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,13 @@ class ContainerPort:
     name: str | None = None
 
 
+def resolve_named_port(ports: tuple[ContainerPort, ...], name: str, protocol: str) -> int | None:
+    for p in ports:
+        if p.name == name and p.protocol == protocol:
+            return p.container_port
+    return None
+
+
 @dataclass(frozen=True)
 class Pod:
     namespace: str
@@ -147,10 +154,7 @@ class Pod:
 
     def resolve_port(self, name: str, protocol: str) -> int | None:
         """A named port -> its number in this Pod's containers (None if no container has it)."""
-        for p in self.ports:
-            if p.name == name and p.protocol == protocol:
-                return p.container_port
-        return None
+        return resolve_named_port(self.ports, name, protocol)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from pyantrea.errors import ManifestError, PyantreaError
+from pyantrea.errors import PyantreaError, report
 
 __all__ = ["add_lab_parser", "cmd_lab", "main"]
 
@@ -92,14 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(args)
     try:
         return int(a.func(a))
-    except ManifestError as e:
-        print(f"Error: {len(e.problems)} problem(s):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
     except PyantreaError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        return report(e, what="")
     except KeyboardInterrupt:
         return 130
 
