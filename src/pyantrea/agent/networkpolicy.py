@@ -7,8 +7,10 @@ policies by namespace/name, rules in internal-rule order, named-port groups by k
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 from dataclasses import dataclass
 
 from pyantrea.apis import controlplane as cp
@@ -16,20 +18,28 @@ from pyantrea.apis.k8s import PodInterface
 from pyantrea.controller.networkpolicy import NodePolicyView
 
 
-@dataclass(frozen=True, order=True)
-class Address:
-    """One value of a From/To clause: an IPv4 network (a /32 for a single IP) or an OVS port."""
+class Address(NamedTuple):
+    """One value of a From/To clause: an IPv4 network (a /32 for a single IP) or an OVS port.
+
+    A NamedTuple rather than a dataclass: a compile hashes hundreds of thousands of them.
+    """
 
     kind: str  # "net" | "ofport"
     value: str  # "10.0.0.1/32", "0.0.0.0/0" or "49"
 
     @staticmethod
     def net(cidr: str) -> Address:
-        return Address("net", str(ipaddress.IPv4Network(cidr, strict=False)))
+        return _net_address(cidr)
 
     @staticmethod
     def ofport(port: int) -> Address:
         return Address("ofport", str(port))
+
+
+@functools.lru_cache(maxsize=65536)
+def _net_address(cidr: str) -> Address:
+    """Parsing is the costly part of a compile: each address is parsed once, however many rules use it."""
+    return Address("net", str(ipaddress.IPv4Network(cidr, strict=False)))
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,55 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
     alloc = alloc or ConjIDAllocator()
     alloc.begin()
     out: list[OFRule] = []
+    # Peers are shared by many rules (selectors are shared): resolve each one once per call.
+    members_of: dict[tuple[str, ...], list[cp.GroupMemberPod]] = {}
+    addresses_of: dict[tuple[str, ...], list[Address]] = {}
+    blocks_of: dict[tuple[cp.IPBlock, ...], list[Address]] = {}
+
+    def peer_members(groups: tuple[str, ...]) -> list[cp.GroupMemberPod]:
+        got = members_of.get(groups)
+        if got is None and len(groups) == 1:  # one group: its members are already unique and sorted
+            ag = view.address_groups.get(groups[0])
+            got = members_of[groups] = list(ag.pods) if ag is not None else []
+        if got is None:
+            members: dict[str, cp.GroupMemberPod] = {}
+            for g in groups:
+                for m in view.address_groups[g].pods if g in view.address_groups else ():
+                    members.setdefault(m.key, m)
+            got = members_of[groups] = [members[k] for k in sorted(members)]
+        return got
+
+    def peer_addresses(groups: tuple[str, ...]) -> list[Address]:
+        got = addresses_of.get(groups)
+        if got is None:
+            got = addresses_of[groups] = [Address.net(m.ip) for m in peer_members(groups) if m.ip]
+        return got
+
+    clause_lists: dict[tuple[object, ...], tuple[Address, ...]] = {}
+    grouped: dict[tuple[object, ...], dict[ServicesKey, tuple[tuple[cp.Service, ...] | None,
+                                                              list[cp.GroupMemberPod]]]] = {}
+
+    def grouped_by_services(key: tuple[object, ...], services: tuple[cp.Service, ...] | None,
+                            members: Callable[[], list[cp.GroupMemberPod]]) -> dict[
+            ServicesKey, tuple[tuple[cp.Service, ...] | None, list[cp.GroupMemberPod]]]:
+        got = grouped.get(key)
+        if got is None:
+            got = grouped[key] = group_by_services(services, members())
+        return dict(got)
+
+    def clause(key: tuple[object, ...], make: Callable[[], list[Address]]) -> tuple[Address, ...]:
+        """One tuple object per distinct clause list: rules that share a peer share the tuple."""
+        got = clause_lists.get(key)
+        if got is None:
+            got = clause_lists[key] = tuple(_dedup(make()))
+        return got
+
+    def block_addresses(blocks: tuple[cp.IPBlock, ...]) -> list[Address]:
+        got = blocks_of.get(blocks)
+        if got is None:
+            got = blocks_of[blocks] = [Address.net(c) for b in blocks for c in ipblock_cidrs(b)]
+        return got
+
     for pol in sorted(view.policies, key=lambda p: (p.namespace, p.name)):
         targets: list[cp.GroupMemberPod] = []
         seen: set[str] = set()
@@ -183,35 +242,36 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                 continue
             seen_rules.add(rule)
             peer = rule.peer
-            members: dict[str, cp.GroupMemberPod] = {}
-            for g in peer.address_groups:
-                for m in view.address_groups[g].pods if g in view.address_groups else ():
-                    members.setdefault(m.key, m)
-            peer_members = [members[k] for k in sorted(members)]
-            blocks = [Address.net(c) for b in peer.ip_blocks for c in ipblock_cidrs(b)]
+            blocks = block_addresses(peer.ip_blocks)
             built: list[tuple[tuple[Address, ...], tuple[Address, ...], tuple[cp.Service, ...] | None]] = []
             group_keys: list[ServicesKey] = []
             if rule.direction == "In":
-                from_ = tuple(_dedup([Address.net(m.ip) for m in peer_members if m.ip] + blocks))
-                groups = group_by_services(rule.services, targets)
+                from_ = clause(("peer", peer.address_groups, peer.ip_blocks),
+                               lambda: peer_addresses(peer.address_groups) + blocks)
+                groups = grouped_by_services(("targets", pol.key, rule.services), rule.services, lambda: targets)
                 for k in sorted(groups):
                     svcs, pods = groups[k]
-                    to = tuple(_dedup([Address.ofport(interfaces[p.key].ofport) for p in pods
-                                       if p.key in interfaces]))
+                    to = clause(("ofports", tuple(p.key for p in pods)),
+                                lambda: [Address.ofport(interfaces[p.key].ofport) for p in pods if p.key in interfaces])
                     built.append((from_, to, _filter_unresolved(svcs)))
                     group_keys.append(k)
             else:
-                from_ = tuple(_dedup([Address.net(interfaces[p.key].ip) for p in targets if p.key in interfaces]))
-                groups = group_by_services(rule.services, [m for m in peer_members if m.ip])
+                from_ = clause(("pods", tuple(p.key for p in targets)),
+                               lambda: [Address.net(interfaces[p.key].ip) for p in targets if p.key in interfaces])
+                groups = grouped_by_services(("peers", peer.address_groups, rule.services), rule.services,
+                                             lambda: [m for m in peer_members(peer.address_groups) if m.ip])
                 original = _key(rule.services)
                 if original not in groups:
                     groups[original] = (rule.services, [])
                 for k in sorted(groups, key=lambda k: (k != original, k)):
                     svcs, pods = groups[k]
-                    to_list = [Address.net(p.ip) for p in pods if p.ip]
-                    if k == original:
-                        to_list += blocks
-                    built.append((from_, tuple(_dedup(to_list)), _filter_unresolved(svcs)))
+                    if len(groups) == 1:
+                        to = clause(("peer", peer.address_groups, peer.ip_blocks),
+                                    lambda: peer_addresses(peer.address_groups) + blocks)
+                    else:
+                        to = clause(("members", tuple(p.key for p in pods), peer.ip_blocks if k == original else ()),
+                                    lambda: [Address.net(p.ip) for p in pods if p.ip] + (blocks if k == original else []))
+                    built.append((from_, to, _filter_unresolved(svcs)))
                     group_keys.append(k)
             for n, (from_addrs, to_addrs, svcs) in enumerate(built):
                 key = (pol.uid, pol.key, rule, group_keys[n])
@@ -221,10 +281,4 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
 
 
 def _dedup(addrs: list[Address]) -> list[Address]:
-    seen: set[Address] = set()
-    out = []
-    for a in addrs:
-        if a not in seen:
-            seen.add(a)
-            out.append(a)
-    return out
+    return list(dict.fromkeys(addrs))

@@ -335,9 +335,9 @@ class Flow:
     seq: int = field(default=0, compare=False)  # creation order inside a node's flow set (for sorting)
 
     def __post_init__(self) -> None:
-        gotos = [i for i, a in enumerate(self.actions) if a.is_goto]
-        if gotos and gotos != [len(self.actions) - 1]:
-            raise ValueError("a goto_table instruction must be the last action")
+        for a in self.actions[:-1]:
+            if a.is_goto:
+                raise ValueError("a goto_table instruction must be the last action")
 
     @property
     def key(self) -> tuple[int, int, Match]:

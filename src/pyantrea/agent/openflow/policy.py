@@ -7,7 +7,7 @@ so the output does not depend on insertion order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
 
 from pyantrea.agent.networkpolicy import Address, OFRule
 from pyantrea.agent.openflow import tables as T
@@ -44,82 +44,103 @@ def service_matches(s: cp.Service) -> list[Match]:
     return [match(proto=proto, tp_dst=v) for v in port_range_matches(s.port, end)]
 
 
+@functools.lru_cache(maxsize=65536)
 def address_match(a: Address, direction_field: str) -> Match:
     if a.kind == "ofport":
         return match(proto="ip", reg1=f"0x{int(a.value):x}")
     return match(proto="ip", **{direction_field: ip_match(a.value)})
 
 
-@dataclass
-class _Shared:
-    table: int
-    priority: int
-    match: Match
-    cookie: int
-    seq: int
-    conj: set[tuple[int, int, int]] = field(default_factory=set)
+@functools.lru_cache(maxsize=65536)
+def _conjunction(c: tuple[int, int, int]) -> Conjunction:
+    return Conjunction(*c)
+
+
+@functools.lru_cache(maxsize=4096)
+def _service_matches(s: cp.Service) -> tuple[Match, ...]:
+    return tuple(service_matches(s))
 
 
 class PolicyFlows:
-    """Accumulates the flows of a set of OFRules for one node."""
+    """Accumulates the flows of a set of OFRules for one node.
 
-    def __init__(self, round_num: int = 1, pipeline: T.Pipeline = T.ARTICLE, seq_start: int = 100000):
+    Rules share their clause lists (one tuple per peer, built once by `compute_rules`), so while
+    rules are added only (clause list, conjunction) pairs are recorded; each list is expanded to
+    its addresses once, in `flows()`. Match and Flow values are built once per distinct flow.
+    Flows keep creation order: the order in which their match first appears.
+    """
+
+    def __init__(self, round_num: int = 1, pipeline: T.Pipeline = T.ARTICLE):
         self.round = round_num
         self.p = pipeline
-        self._seq = seq_start
-        self._matches: dict[tuple[int, int, Match], _Shared] = {}
         self._actions: list[Flow] = []
-        self._drops: dict[tuple[int, Match], int] = {}
+        # entries in creation order: key -> conjunctions. Keys: ("addrs", table, field, id(tuple)) for a
+        # clause list (kept alive in self._lists), ("match", table, Match) for a service match.
+        self._entries: dict[tuple[object, ...], list[tuple[int, int, int]]] = {}
+        self._lists: dict[int, tuple[Address, ...]] = {}
+        self._drops: dict[tuple[int, str, int], None] = {}
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _add_match(self, table: int, m: Match, conj: tuple[int, int, int]) -> None:
-        key = (table, PRIORITY_NORMAL, m)
-        sh = self._matches.get(key)
-        if sh is None:
-            sh = _Shared(table, PRIORITY_NORMAL, m, cookie(self.round, Category.POLICY), self._next_seq())
-            self._matches[key] = sh
-        sh.conj.add(conj)
+    def _entry(self, key: tuple[object, ...]) -> list[tuple[int, int, int]]:
+        got = self._entries.get(key)
+        if got is None:
+            got = self._entries[key] = []
+        return got
 
     def add_rule(self, r: OFRule) -> None:
         ingress = r.direction == "In"
         table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
         n = 2 + (1 if r.services is not None else 0)
-        from_field = "nw_src"
         to_field = "nw_src" if ingress else "nw_dst"
-        # action flow first (Antrea installs it with the rule)
         reg = "NXM_NX_REG6" if ingress else "NXM_NX_REG5"
         next_table = self.p.next(T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT)
         self._actions.append(Flow(table, PRIORITY_LOW, match(conj_id=r.conj_id, proto="ip"),
-                                  (Load(r.conj_id, reg), Goto(next_table)),
-                                  cookie(self.round, Category.POLICY), 0, self._next_seq()))
-        for a in r.from_:
-            self._add_match(table, address_match(a, from_field), (r.conj_id, 1, n))
-        for a in r.to:
-            self._add_match(table, address_match(a, to_field), (r.conj_id, 2, n))
-        for s in r.services or ():
-            for m in service_matches(s):
-                self._add_match(table, m, (r.conj_id, 3, n))
+                                  (Load(r.conj_id, reg), Goto(next_table)), cookie(self.round, Category.POLICY)))
+        for clause, fld, addrs in ((1, "nw_src", r.from_), (2, to_field, r.to)):
+            if addrs:
+                self._lists[id(addrs)] = addrs
+                self._entry(("addrs", table, fld, id(addrs))).append((r.conj_id, clause, n))
+        for svc in r.services or ():
+            for m in _service_matches(svc):
+                self._entry(("match", table, m)).append((r.conj_id, 3, n))
         # default drop flows: egress From addresses, ingress To addresses
-        if ingress:
-            for a in r.to:
-                self._add_drop(T.INGRESS_DEFAULT, address_match(a, ""))
-        else:
-            for a in r.from_:
-                self._add_drop(T.EGRESS_DEFAULT, address_match(a, "nw_src"))
-
-    def _add_drop(self, table: int, m: Match) -> None:
-        self._drops.setdefault((table, m), self._next_seq())
+        daddrs = r.to if ingress else r.from_
+        if daddrs:
+            self._lists[id(daddrs)] = daddrs
+            self._drops.setdefault((T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT,
+                                    "" if ingress else "nw_src", id(daddrs)), None)
 
     def flows(self) -> list[Flow]:
-        out = list(self._actions)
-        for sh in self._matches.values():
-            actions = tuple(Conjunction(i, k, n) for i, k, n in sorted(sh.conj))
-            out.append(Flow(sh.table, sh.priority, sh.match, actions, sh.cookie, 0, sh.seq))
-        for (table, m), seq in self._drops.items():
-            out.append(Flow(table, PRIORITY_NORMAL, m, (), cookie(self.round, Category.DEFAULT), 0, seq))
+        base = 100000  # after the builders' flows, in creation order
+        pol = cookie(self.round, Category.POLICY)
+        out: list[Flow] = [Flow(f.table, f.priority, f.match, f.actions, f.cookie, 0, base + i)
+                           for i, f in enumerate(self._actions)]
+        base += len(out)
+        # (table, field, Address) or (table, "", Match) -> conjunctions, in creation order
+        per_match: dict[tuple[object, object, object], list[tuple[int, int, int]]] = {}
+        for key, conjs in self._entries.items():
+            if key[0] == "addrs":
+                _, table, fld, lid = key
+                for a in self._lists[lid]:  # type: ignore[index]
+                    k = (table, fld, a)
+                    got = per_match.get(k)
+                    if got is None:
+                        per_match[k] = list(conjs)
+                    else:
+                        got.extend(conjs)
+            else:
+                per_match.setdefault((key[1], "", key[2]), []).extend(conjs)
+        for i, ((table, fld, v), conjs) in enumerate(per_match.items()):
+            m = v if isinstance(v, Match) else address_match(v, fld)  # type: ignore[arg-type]
+            out.append(Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(set(conjs)))),  # type: ignore[arg-type]
+                            pol, 0, base + i))
+        base += len(per_match)
+        default = cookie(self.round, Category.DEFAULT)
+        drops: dict[tuple[int, Match], None] = {}
+        for table, fld, lid in self._drops:
+            for a in self._lists[lid]:
+                drops.setdefault((table, address_match(a, fld)), None)
+        for i, (table, m) in enumerate(drops):
+            out.append(Flow(table, PRIORITY_NORMAL, m, (), default, 0, base + i))
         return out
 
 
