@@ -208,12 +208,19 @@ class NetworkPolicyController:
 
         index = PodIndex(self.pods, self.namespaces)
         state = PolicyState()
+        members: dict[str, cp.GroupMemberPod] = {}  # one value per Pod, shared by all its groups
+
+        def member(p: Pod) -> cp.GroupMemberPod:
+            m = members.get(p.key)
+            if m is None:
+                m = members[p.key] = _member(p)
+            return m
+
         # AppliedToGroups: scheduled, not hostNetwork, not terminated Pods (spec §9.3).
         for name, gs in sorted(atg_sel.items()):
-            members = [_member(p) for p in index.select(gs)
-                       if p.node_name and not p.host_network and not p.terminated]
-            span = tuple(sorted({m.node for m in members if m.node}))
-            state.applied_to_groups[name] = cp.AppliedToGroup(name, gs.normalized, tuple(members), span)
+            atg = [member(p) for p in index.select(gs) if p.node_name and not p.host_network and not p.terminated]
+            span = tuple(sorted({m.node for m in atg if m.node}))
+            state.applied_to_groups[name] = cp.AppliedToGroup(name, gs.normalized, tuple(atg), span)
         # Internal policies: span = union of their AppliedToGroups' spans.
         ag_span: dict[str, set[str]] = defaultdict(set)
         for pol in internal:
@@ -228,8 +235,6 @@ class NetworkPolicyController:
                     ag_span[g] |= nodes
         # AddressGroups: Pods with an IP, not hostNetwork, not terminated; span from the policies.
         for name, gs in sorted(ag_sel.items()):
-            members = [_member(p) for p in index.select(gs)
-                       if p.pod_ip and not p.host_network and not p.terminated]
-            state.address_groups[name] = cp.AddressGroup(name, gs.normalized, tuple(members),
-                                                         tuple(sorted(ag_span[name])))
+            ag = [member(p) for p in index.select(gs) if p.pod_ip and not p.host_network and not p.terminated]
+            state.address_groups[name] = cp.AddressGroup(name, gs.normalized, tuple(ag), tuple(sorted(ag_span[name])))
         return state
