@@ -106,17 +106,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: UnixHTTPServer
     protocol_version = "HTTP/1.1"
 
+    # a request line that does not parse is answered with a status line too (not HTTP/0.9's bare body)
+    default_request_version = "HTTP/1.1"
+
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet; the daemons log what matters
         pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line or headers, unsupported method) as JSON."""
+        payload = (json.dumps({"error": message or self.responses.get(code, ("error",))[0]}) + "\n").encode()
+        self.close_connection = True
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def _handle(self) -> None:
         try:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
             if length < 0:
+                self.close_connection = True  # the body's end is unknown: this connection is done
                 raise HTTPError(400, "bad Content-Length")
             if length > MAX_BODY:
+                self.close_connection = True  # the body is not read
                 raise HTTPError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
             body = self.rfile.read(length) if length else b""
             status, ctype, payload = self.server.router.dispatch(Request(self.command, url.path, query, body))
@@ -198,6 +218,21 @@ class APIClient:
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                 raw: bool = False) -> Any:
+        status, obj = self.call(method, path, body, timeout, raw)
+        if status >= 400:
+            msg = obj.get("error", str(obj)) if isinstance(obj, dict) else str(obj)
+            if isinstance(obj, dict) and obj.get("problems"):
+                raise ManifestError(list(obj["problems"]))
+            if status == 404:
+                raise NotFoundError(msg)
+            if status < 500:
+                raise InvalidArgument(msg)
+            raise PyantreaError(msg)
+        return obj
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+             raw: bool = False) -> tuple[int, Any]:
+        """One request; returns (HTTP status, decoded body) whatever the status."""
         conn = _UnixConnection(self.path, timeout or self.timeout)
         try:
             if body is None:
@@ -216,16 +251,7 @@ class APIClient:
             conn.close()
         ctype = resp.getheader("Content-Type", "")
         obj: Any = payload.decode() if (raw or not ctype.startswith("application/json")) else json.loads(payload)
-        if resp.status >= 400:
-            msg = obj.get("error", str(obj)) if isinstance(obj, dict) else str(obj)
-            if isinstance(obj, dict) and obj.get("problems"):
-                raise ManifestError(list(obj["problems"]))
-            if resp.status == 404:
-                raise NotFoundError(msg)
-            if resp.status < 500:
-                raise InvalidArgument(msg)
-            raise PyantreaError(msg)
-        return obj
+        return resp.status, obj
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)

@@ -71,6 +71,15 @@ def view_from_snapshot(node: str, snap: dict[str, Any]) -> NodePolicyView:
     )
 
 
+def cni_error_status(code: int) -> int:
+    """The HTTP status of a CNI error answer (the body carries the CNI error itself): the request's
+    fault (bad version, unknown netns, bad env, undecodable or invalid config) 400, try again later
+    503, anything else (I/O, IPAM) 500."""
+    if code in (1, 2, 3, 4, 6, 7):
+        return 400
+    return 503 if code == 11 else 500
+
+
 class Agent:
     def __init__(self, node: str, controller: str, ovs_rundir: str, rundir: str, datapath: str = "system",
                  stale_flow_delay: float = 10.0):
@@ -154,6 +163,7 @@ class Agent:
             self.ofbridge.add_tlv_map(TLV_MAP)
         self._sync_all(initial=True)
         self._reconcile_pods()
+        self._release_orphan_leases()
         self._host_networking()
         self.db.transact([["remove", "Open_vSwitch", ".", "other_config", "flow-restore-wait"]])
         log(self.node, f"initialized: round {self.round}, {len(self.flows.installed())} flows, "
@@ -240,10 +250,9 @@ class Agent:
             self.ifstore.remove(iface.interface)
             self.flows.update({f"pod/{iface.interface}": None, "policy": self._policy_flows()})
         self.db.transact(self.db.del_port(self.bridge_name, iface.interface))
-        with self.route.lock:
-            if self.datapath == "netdev":
-                podnet.unisolate(iface.interface)
-            podnet.delete_veth(self.route.ipr, iface.interface)
+        if self.datapath == "netdev":
+            podnet.unisolate(iface.interface)
+        podnet.delete_veth(iface.interface)
 
     def _reconcile_pods(self) -> None:
         """Interfaces of Pods that no longer exist are removed (spec §11.1)."""
@@ -255,6 +264,21 @@ class Agent:
                     self.remove_interface(i)
                 except PyantreaError as e:
                     log(self.node, f"could not remove {i.interface}: {e}")
+
+    def _release_orphan_leases(self) -> None:
+        """Release the IPAM reservations of containers that have no interface (a Pod deleted while
+        the agent was down, an ADD cut short by a crash). Runs before CNI requests are served."""
+        from pyantrea.agent.cniserver import ipam
+
+        keep = {i.container_id for i in self.ifstore.all()}
+        for cid, ifname, ip in ipam.leases(self.ipam_dir):
+            if cid in keep:
+                continue
+            try:
+                ipam.host_local("DEL", cid, ifname, self.pod_cidr, self.gateway_ip, self.ipam_dir)
+                log(self.node, f"released IP {ip} of container {cid[:12]} (no interface)")
+            except PyantreaError as e:
+                log(self.node, f"could not release IP {ip} of container {cid[:12]}: {e}")
 
     def _host_networking(self) -> None:
         peers = self.peers()
@@ -325,9 +349,18 @@ class Agent:
         r = Router()
         r.add("GET", "/healthz", lambda req: "ok\n" if self.ready.is_set() else (503, "initializing\n"))
         def cni(req: Request, command: str) -> Any:
+            body = req.json()
+            if not isinstance(body, dict):
+                raise HTTPError(400, 'a CNI request is a JSON object {"env": {CNI_*: ...}, "conf": "<network config>"}')
+            ans: dict[str, Any]
             if not self.ready.wait(60):
-                return {"error": {"code": 11, "msg": f"agent on {self.node} is still initializing", "details": ""}}
-            return self.cni.handle(command, req.json())
+                ans = {"error": {"code": 11, "msg": f"agent on {self.node} is still initializing", "details": ""}}
+            else:
+                ans = self.cni.handle(command, body)
+            err = ans.get("error")
+            if isinstance(err, dict):
+                return cni_error_status(int(err.get("code", 999))), ans
+            return ans
 
         for cmd in ("ADD", "DEL", "CHECK"):
             r.add("POST", f"/cni/{cmd.lower()}", functools.partial(lambda c, req: cni(req, c), cmd))
@@ -340,15 +373,25 @@ class Agent:
         r.add("GET", "/v1/addressgroups",
               lambda req: [cp.to_dict(g) for _, g in sorted(self.view.address_groups.items())])
         r.add("POST", "/v1/trace-packet", self.api_trace_packet)
-        r.add("GET", "/v1/stats", lambda req: {"bundles": self.flows.bundles, "flowMods": self.flows.sent_lines,
-                                               "ovsReplays": self.ovs_replays, "round": self.round,
-                                               "cniLatencies": {k: v[-200:] for k, v in self.cni.latencies.items()}})
+        r.add("GET", "/v1/stats", self.api_stats)
         return r
+
+    def api_stats(self, req: Request) -> Any:
+        with self.lock:  # a consistent view: the flows of controllerVersion are installed
+            return {"bundles": self.flows.bundles, "flowMods": self.flows.sent_lines,
+                    "ovsReplays": self.ovs_replays, "round": self.round,
+                    "controllerEpoch": self.epoch, "controllerVersion": self.version,
+                    "cniLatencies": {k: v[-200:] for k, v in self.cni.latencies.items()}}
 
     def api_ovsflows(self, req: Request) -> Any:
         table = req.query.get("table")
-        of13 = req.query.get("format", "ofctl") == "of13"
-        t = int(table) if table is not None and table.isdigit() else None
+        fmt = req.query.get("format", "ofctl")
+        if fmt not in ("ofctl", "of13"):
+            raise HTTPError(400, f"format {fmt!r}: expected ofctl or of13")
+        if table is not None and not table.isdigit():
+            raise HTTPError(400, f"table {table!r}: expected a table number")
+        of13 = fmt == "of13"
+        t = int(table) if table is not None else None
         lines = self.ofbridge.dump_flows(names=True, no_stats=not of13, of13=of13, table=t)
         # OVS orders flows inside a table as it likes: give them the compiler's order (= offline order).
         with self.lock:

@@ -47,16 +47,18 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any]]:
 
     body = {"env": {k: v for k, v in env.items() if k.startswith("CNI_")}, "conf": stdin}
     try:
-        ans = APIClient(sock, timeout=TIMEOUT).post(f"/cni/{command.lower()}", body)
+        status, ans = APIClient(sock, timeout=TIMEOUT).call("POST", f"/cni/{command.lower()}", body)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         return 1, error(11, f"the agent is not reachable at {sock}: {e}", version=version)
     except TimeoutError:
         return 1, error(11, f"the agent at {sock} did not answer within {TIMEOUT:.0f} s", version=version)
-    except (OSError, PyantreaError) as e:
+    except (OSError, ValueError, PyantreaError) as e:
         return 1, error(5, f"request to the agent failed: {e}", version=version)
-    if "error" in ans:
-        err = ans["error"]
+    err = ans.get("error") if isinstance(ans, dict) else None
+    if isinstance(err, dict):  # a CNI error (the agent answers it with a 4xx/5xx status)
         return 1, error(int(err.get("code", 999)), str(err.get("msg", "")), str(err.get("details", "")), version)
+    if status >= 400 or not isinstance(ans, dict):
+        return 1, error(5, f"the agent refused the request ({status}): {err or ans}", version=version)
     return 0, ans.get("result") or {}
 
 

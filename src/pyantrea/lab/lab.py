@@ -664,6 +664,7 @@ class Lab:
             for name in names:
                 if name not in s.nodes:
                     raise LabError(f"{name}: no such node ({', '.join(sorted(s.nodes))})")
+            retry: list[str] = []
             for name in names:
                 n = s.nodes[name]
                 if what == "agent":
@@ -673,6 +674,7 @@ class Lab:
                     self.start_agent(n)
                     self.wait_agent(n)
                     self.say(f"agent {name}: ready (pid {n.agent.pid if n.agent else '?'})")
+                    retry += [p.key for p in s.pods.values() if p.node == name and p.cni != "added"]
                 elif what == "ovs":
                     sb = self.sandbox(name)
                     old = sb.vswitchd_pid
@@ -688,7 +690,15 @@ class Lab:
                              "tnl/arp re-seeded, the agent replays its flows")
                 else:
                     raise LabError(f"restart {what}: expected agent, ovs or controller")
-        return 0
+            if not retry:
+                return 0
+            # kubelet retries a Pod whose CNI ADD failed (e.g. while the agent was down) once the
+            # agent answers again
+            self.say(f"retrying the CNI ADD of {', '.join(sorted(retry))}")
+            errors = self.reconcile_pods(self.current_cluster())
+        for line in errors:
+            print(line, file=sys.stderr)
+        return 1 if errors else 0
 
     # ------------------------------------------------------------------------------ down
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -46,4 +47,24 @@ def host_local(command: str, container_id: str, ifname: str, subnet: str, gatewa
         code = int(out.get("code", 999)) if isinstance(out, dict) else 999
         raise CNIError(code, f"IPAM (host-local) {command} failed: {out.get('msg', p.stderr.strip())}",
                        str(out.get("details", "")))
+    return out
+
+
+def leases(data_dir: str, network: str = "antrea") -> list[tuple[str, str, str]]:
+    """host-local's reservations in ``data_dir/network``: (container id, ifname, IP), one per file
+    named by the IP (content ``<container id>\\r\\n<ifname>``)."""
+    out: list[tuple[str, str, str]] = []
+    try:
+        names = os.listdir(os.path.join(data_dir, network))
+    except FileNotFoundError:
+        return out
+    for name in sorted(names):
+        try:
+            ipaddress.ip_address(name)
+            with open(os.path.join(data_dir, network, name)) as f:
+                lines = f.read().splitlines()
+        except (ValueError, OSError):
+            continue
+        if lines and lines[0].strip():
+            out.append((lines[0].strip(), lines[1].strip() if len(lines) > 1 else "eth0", name))
     return out
