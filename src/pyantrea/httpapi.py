@@ -197,15 +197,21 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
             pass
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client.HTTPConnection whose transport is the unix socket at ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0):
         super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
+        self.socket_path = str(path)
 
     def connect(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
-        s.connect(self.unix_path)
+        try:
+            s.connect(self.socket_path)
+        except OSError:
+            s.close()
+            raise
         self.sock = s
 
 
@@ -233,7 +239,7 @@ class APIClient:
     def call(self, method: str, path: str, body: Any = None, timeout: float | None = None,
              raw: bool = False) -> tuple[int, Any]:
         """One request; returns (HTTP status, decoded body) whatever the status."""
-        conn = _UnixConnection(self.path, timeout or self.timeout)
+        conn = UnixHTTPConnection(self.path, timeout or self.timeout)
         try:
             if body is None:
                 data = None

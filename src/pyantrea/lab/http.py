@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyantrea.httpapi import UnixHTTPConnection
+
 __all__ = ["UnixHTTPConnection", "request", "request_json", "wait_healthy"]
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client.HTTPConnection whose transport is the unix socket at ``path``."""
-
-    def __init__(self, path: str | Path, timeout: float = 10.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = str(path)
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.socket_path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
 
 
 def request(sock: str | Path, method: str, path: str, body: bytes | str | None = None,
