@@ -152,7 +152,7 @@ class Agent:
         self.db.wait_ofport(self.cfg.host_gateway, timeout=10.0)
         self.ifstore.load(self.db.list_ports(self.bridge_name))
         self.route.configure_gateway(self.gateway_ip, ipaddress.IPv4Network(self.pod_cidr).prefixlen, self.mtu)
-        self.gateway_mac = self.route.link_mac(self.cfg.host_gateway)
+        self.gateway_mac = podnet.link_mac(self.cfg.host_gateway)
         # round numbers (spec §11.1)
         prev = self.db.get_bridge_external_id(self.bridge_name, "roundNum")
         self.prev_round = int(prev) if prev and prev.isdigit() else None

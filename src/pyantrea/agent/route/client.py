@@ -57,10 +57,6 @@ class RouteClient:
                 raise PyantreaError(f"link {name} did not appear within {wait:.0f} s")
             time.sleep(0.1)
 
-    def link_mac(self, name: str) -> str:
-        with self.lock:
-            return str(self.ipr.get_links(self.link_index(name))[0].get("address"))
-
     def mtu_of_address(self, ip: str) -> int | None:
         """The MTU of the interface that holds `ip` (the Node IP), or None."""
         with self.lock:
