@@ -331,16 +331,16 @@ def test_other_kinds_are_skipped_with_a_warning(tmp_path: Path) -> None:
         - {apiVersion: v1, kind: Namespace, metadata: {name: n}}
         ---
         apiVersion: crd.antrea.io/v1alpha1
-        kind: NetworkPolicy
-        metadata: {name: anp}
+        kind: ClusterNetworkPolicy
+        metadata: {name: acnp}
         """)
     raw = load_folder(tmp_path)
     f = f"{tmp_path}/x.yaml"
     assert raw.warnings == (
         f"{f} (document 1): skipped Deployment (apiVersion apps/v1): pyantrea does not read this kind",
         f"{f} (document 2, item 1): skipped ConfigMap (apiVersion v1): pyantrea does not read this kind",
-        (f"{f} (document 3): skipped NetworkPolicy (apiVersion crd.antrea.io/v1alpha1): pyantrea does not read "
-        "this kind"),
+        (f"{f} (document 3): skipped ClusterNetworkPolicy (apiVersion crd.antrea.io/v1alpha1): pyantrea does not "
+         "read this kind"),
     )
     assert [n.name for n in raw.namespaces] == ["n"] and raw.policies == ()
 

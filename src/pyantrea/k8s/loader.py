@@ -7,6 +7,12 @@ reported at once in one `ManifestError`; each problem line names the file, the d
 the kind and the object, e.g.
 
     examples/x/pods.yaml (document 3): Pod default/frontend: status.podIP "10.222.1.300" is not an IPv4 address
+
+In-memory entry points touch no file system and give the same messages: `load_text(text, name)`
+(a multi-document YAML string named `name`, as a file would be), `load_docs([(doc, where), ...])`
+(documents already parsed, each with its `where` label, e.g. "policy.yaml (document 2)") and
+`parse_agent_conf(text, name)`. Names, namespaces and labels are checked as kube-apiserver checks
+them (DNS-1123 / DNS-1035 names, qualified label keys, label values).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,7 +53,21 @@ from pyantrea.apis.k8s import (
 )
 from pyantrea.errors import ManifestError
 
-__all__ = ["AGENT_CONF", "PYANTREA_API_VERSION", "RawCluster", "load_files", "load_folder", "manifest_files"]
+__all__ = [
+    "AGENT_CONF",
+    "PYANTREA_API_VERSION",
+    "RawCluster",
+    "label_key_problem",
+    "label_value_problem",
+    "load_docs",
+    "load_files",
+    "load_folder",
+    "load_text",
+    "manifest_files",
+    "name_problem",
+    "not_utf8",
+    "parse_agent_conf",
+]
 
 AGENT_CONF = "antrea-agent.conf"
 PYANTREA_API_VERSION = "pyantrea.io/v1alpha1"
@@ -62,6 +83,26 @@ _KINDS: dict[tuple[str, str], str] = {
     (PYANTREA_API_VERSION, "NodeInterfaces"): "NodeInterfaces",
 }
 _NAMESPACED = {"Pod", "Service", "Endpoints", "NetworkPolicy"}
+# the apiVersions each modelled kind is read in: another apiVersion of one of these kinds is an
+# error (design §3), a kind not listed here is skipped with a warning
+_API_VERSIONS: dict[str, tuple[str, ...]] = {}
+for (_api, _kind) in _KINDS:
+    _API_VERSIONS[_kind] = _API_VERSIONS.get(_kind, ()) + (_api,)
+
+# What kube-apiserver requires of each kind's metadata.name (apimachinery's validation): the name
+# rule and its maximum length.
+_DNS1123_LABEL = "RFC 1123 label"
+_DNS1123_SUBDOMAIN = "RFC 1123 subdomain"
+_DNS1035_LABEL = "RFC 1035 label"
+_NAME_RULES: dict[str, str] = {
+    "Namespace": _DNS1123_LABEL,
+    "Service": _DNS1035_LABEL,
+    "Node": _DNS1123_SUBDOMAIN,
+    "Pod": _DNS1123_SUBDOMAIN,
+    "Endpoints": _DNS1123_SUBDOMAIN,
+    "NetworkPolicy": _DNS1123_SUBDOMAIN,
+    "NodeInterfaces": _DNS1123_SUBDOMAIN,  # it names a Node
+}
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -92,6 +133,23 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # IANA_SVC_NAME (Kubernetes validation.IsValidPortName): <= 15 chars, lowercase alphanumerics and
 # '-', at least one letter, no leading/trailing '-' and no '--'.
 _PORT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# apimachinery's validation regexes (always used with fullmatch: '$' would accept a final newline)
+_DNS1123_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1035_LABEL_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_NAME_FORMS: dict[str, tuple[re.Pattern[str], int, str]] = {
+    _DNS1123_LABEL: (_DNS1123_LABEL_RE, 63,
+                     "lowercase letters, digits and '-', starting and ending with a letter or digit"),
+    _DNS1123_SUBDOMAIN: (_DNS1123_SUBDOMAIN_RE, 253,
+                         "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"),
+    _DNS1035_LABEL: (_DNS1035_LABEL_RE, 63,
+                     "lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+}
+LABEL_KEY_RULE = ("must be a label key: an optional DNS subdomain prefix and '/', then a name of at most 63 "
+                  "letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+LABEL_VALUE_RULE = ("must be a label value: at most 63 letters, digits, '-', '_' and '.', starting and ending "
+                    "with a letter or digit (or empty)")
 
 
 @dataclass(frozen=True)
@@ -289,7 +347,14 @@ class _Ctx:
             elif not isinstance(val, str):
                 self.err(f"{path} must map strings to strings, {path}.{k} is {_type_name(val)} {quote(val)}")
             else:
-                good[k] = val
+                key_problem = label_key_problem(k)
+                value_problem = label_value_problem(val)
+                if key_problem is not None:
+                    self.err(f"{path} key {quote(k)}: {key_problem}")
+                if value_problem is not None:
+                    self.err(f"{path}.{k} {quote(val)}: {value_problem}")
+                if key_problem is None and value_problem is None:
+                    good[k] = val
         return tuple(sorted(good.items()))
 
     def selector(self, v: Any, path: str) -> LabelSelector:
@@ -305,11 +370,16 @@ class _Ctx:
                 self.err(f"{p} must be a mapping, got {_type_name(e)}")
                 continue
             key = self.string(e.get("key"), f"{p}.key", required=True)
+            if key is not None and (key_problem := label_key_problem(key)) is not None:
+                self.err(f"{p}.key {quote(key)}: {key_problem}")
             op = self.string(e.get("operator"), f"{p}.operator", required=True)
             values: list[str] = []
             for j, val in enumerate(self.seq(e.get("values"), f"{p}.values")):
                 s = self.string(val, f"{p}.values[{j}]")
                 if s is not None:
+                    value_problem = label_value_problem(s)
+                    if value_problem is not None:
+                        self.err(f"{p}.values[{j}] {quote(s)}: {value_problem}")
                     values.append(s)
             if op is not None and op not in SELECTOR_OPERATORS:
                 self.err(f"{p}.operator {quote(op)} is not one of {', '.join(SELECTOR_OPERATORS)}")
@@ -354,6 +424,60 @@ def is_port_name(s: str) -> bool:
     )
 
 
+def name_problem(s: str, rule: str) -> str | None:
+    """What is wrong with `s` as a name of the given rule ("RFC 1123 label", "RFC 1123 subdomain",
+    "RFC 1035 label", as kube-apiserver checks them); None when it is a valid one."""
+    regex, limit, chars = _NAME_FORMS[rule]
+    bad, long = not regex.fullmatch(s), len(s) > limit
+    if bad and long:
+        return f"must be a lowercase {rule} of at most {limit} characters ({chars}; got {len(s)})"
+    if bad:
+        return f"must be a lowercase {rule} ({chars})"
+    if long:
+        return f"must be a lowercase {rule} of at most {limit} characters (got {len(s)})"
+    return None
+
+
+def label_key_problem(k: str) -> str | None:
+    """What is wrong with `k` as a label key (apimachinery's IsQualifiedName), None when nothing."""
+    parts = k.split("/")
+    if len(parts) > 2:
+        return f"{LABEL_KEY_RULE} (it has more than one '/')"
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            return f"{LABEL_KEY_RULE} (the prefix before '/' is empty)"
+        p = name_problem(prefix, _DNS1123_SUBDOMAIN)
+        if p is not None:
+            return f"prefix {quote(prefix)} {p}"
+    name = parts[-1]
+    if not name:
+        return f"{LABEL_KEY_RULE} (the name after '/' is empty)"
+    if len(name) > 63:
+        return f"{LABEL_KEY_RULE} (the name has {len(name)})"
+    if not _QUALIFIED_NAME_RE.fullmatch(name):
+        return LABEL_KEY_RULE
+    return None
+
+
+def label_value_problem(v: str) -> str | None:
+    """What is wrong with `v` as a label value (apimachinery's IsValidLabelValue), None when nothing."""
+    if len(v) > 63:
+        return f"{LABEL_VALUE_RULE} (got {len(v)} characters)"
+    if v and not _QUALIFIED_NAME_RE.fullmatch(v):
+        return LABEL_VALUE_RULE
+    return None
+
+
+def not_utf8(data: bytes) -> str | None:
+    """None if `data` is UTF-8 text, else e.g. 'not UTF-8 text (byte 0xff at offset 12)'."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+    return None
+
+
 def object_id(kind: str, namespace: str | None, name: str) -> str:
     return f"{kind} {namespace}/{name}" if namespace is not None else f"{kind} {name}"
 
@@ -371,24 +495,56 @@ class _Loader:
         self.node_interfaces: list[NodeInterfaces] = []
         self.seen: dict[tuple[str, str], str] = {}  # (kind, key) -> where first seen
 
+    def result(self, config: AgentConfig, config_source: str) -> RawCluster:
+        """What was read; raises ManifestError listing every problem when there is one."""
+        if self.problems:
+            raise ManifestError(self.problems)
+        return RawCluster(
+            namespaces=tuple(self.namespaces),
+            nodes=tuple(self.nodes),
+            pods=tuple(self.pods),
+            services=tuple(self.services),
+            endpoints=tuple(self.endpoints),
+            policies=tuple(self.policies),
+            node_interfaces=tuple(self.node_interfaces),
+            config=config,
+            config_source=config_source,
+            warnings=tuple(self.warnings),
+        )
+
     # ------------------------------------------------------------------ files and documents
 
     def load_file(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
             self.problems.append(f"{path}: cannot read: {e}")
             return
+        problem = not_utf8(data)
+        if problem is not None:
+            self.problems.append(f"{path}: {problem}")
+            return
+        self.load_text(data.decode("utf-8"), path)
+
+    def load_text(self, text: str, name: str) -> None:
+        """Every document of the multi-document YAML `text`, named '`name` (document N)'."""
+        self.load_docs(self._parse(text, name))
+
+    def _parse(self, text: str, name: str) -> Iterable[tuple[Any, str]]:
         docnum = 0
         try:
             for doc in yaml.load_all(text, Loader=_SafeLoader):
                 docnum += 1
-                if doc is None:
-                    continue
-                self.document(doc, f"{path} (document {docnum})", Source(path, docnum))
+                if doc is not None:
+                    yield doc, f"{name} (document {docnum})"
         except yaml.YAMLError as e:
-            self.problems.append(f"{path} (document {docnum + 1}): YAML syntax error{_yaml_position(e)}")
+            self.problems.append(f"{name} (document {docnum + 1}): YAML syntax error{_yaml_position(e)}")
+
+    def load_docs(self, docs: Iterable[tuple[Any, str]]) -> None:
+        for doc, where in docs:
+            if doc is not None:
+                self.document(doc, where, _source_of(where))
 
     def document(self, doc: Any, where: str, source: Source, in_list: bool = False) -> None:
         ctx = _Ctx(where, "", self.problems)
@@ -415,11 +571,23 @@ class _Loader:
                 return
             items = ctx.seq(doc.get("items"), "List items")
             for i, item in enumerate(items, start=1):
-                self.document(item, f"{where[:-1]}, item {i})", source, in_list=True)
+                item_where = f"{where[:-1]}, item {i})" if where.endswith(")") else f"{where} (item {i})"
+                self.document(item, item_where, source, in_list=True)
             return
         known = _KINDS.get((api, kind))
         if known is None:
-            self.warnings.append(f"{where}: skipped {kind} (apiVersion {api}): pyantrea does not read this kind")
+            accepted = _API_VERSIONS.get(kind)
+            if accepted is None:
+                self.warnings.append(f"{where}: skipped {kind} (apiVersion {api}): pyantrea does not read this kind")
+                return
+            meta0 = doc.get("metadata")
+            name0 = meta0.get("name") if isinstance(meta0, dict) else None
+            ns0 = meta0.get("namespace") if isinstance(meta0, dict) else None
+            if isinstance(name0, str) and name0:
+                namespaced = kind in _NAMESPACED
+                ns_shown = (ns0 if isinstance(ns0, str) and ns0 else "default") if namespaced else None
+                ctx = _Ctx(where, object_id(kind, ns_shown, name0), self.problems)
+            ctx.err(f"apiVersion {quote(api)} is not supported for {kind} (accepted: {', '.join(accepted)})")
             return
         if doc.get("metadata") is not None and not isinstance(doc.get("metadata"), dict):
             ctx.err(f"{kind} metadata must be a mapping, got {_type_name(doc.get('metadata'))}")
@@ -436,6 +604,11 @@ class _Loader:
                 ctx.err(f"{kind} {name}: metadata.namespace must be a string, got {_type_name(ns)} {quote(ns)}")
                 return
         octx = _Ctx(where, object_id(known, namespace, name), self.problems)
+        problem = name_problem(name, _NAME_RULES[known])
+        if problem is not None:
+            octx.err(f"metadata.name {quote(name)}: {problem}")
+        if namespace is not None and (problem := name_problem(namespace, _DNS1123_LABEL)) is not None:
+            octx.err(f"metadata.namespace {quote(namespace)}: {problem}")
         key = (known, f"{namespace}/{name}" if namespace is not None else name)
         if key in self.seen:
             octx.err(f"duplicate {known}: already defined in {self.seen[key]}")
@@ -780,13 +953,23 @@ class _Loader:
     # ------------------------------------------------------------------ antrea-agent.conf
 
     def load_agent_conf(self, path: str) -> AgentConfig:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            self.problems.append(f"{path}: cannot read: {e}")
+            return AgentConfig()
+        problem = not_utf8(data)
+        if problem is not None:
+            self.problems.append(f"{path}: {problem}")
+            return AgentConfig()
+        return self.agent_conf_text(data.decode("utf-8"), path)
+
+    def agent_conf_text(self, text: str, path: str) -> AgentConfig:
+        """antrea-agent.conf's `text`; problems and warnings name `path`."""
         c = _Ctx(path, "", self.problems)
         try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.load(f, Loader=_SafeLoader)
-        except OSError as e:
-            c.err(f"cannot read: {e}")
-            return AgentConfig()
+            data = yaml.load(text, Loader=_SafeLoader)
         except yaml.YAMLError as e:
             c.err(f"YAML syntax error{_yaml_position(e)}")
             return AgentConfig()
@@ -864,17 +1047,46 @@ def load_files(files: list[str], conf: str | None = None) -> RawCluster:
     for f in files:
         loader.load_file(f)
     config = loader.load_agent_conf(conf) if conf else AgentConfig()
+    return loader.result(config, conf or "")
+
+
+def load_text(text: str, name: str, conf_text: str | None = None) -> RawCluster:
+    """A multi-document YAML string, read as a file named `name` would be (every problem names
+    `name` and the document number: 'policy.yaml (document 2): NetworkPolicy default/x: ...'),
+    with an optional antrea-agent.conf text (its problems and warnings name "antrea-agent.conf").
+    Touches no file system. Raises ManifestError listing every problem."""
+    loader = _Loader()
+    loader.load_text(text, name)
+    config = loader.agent_conf_text(conf_text, AGENT_CONF) if conf_text is not None else AgentConfig()
+    return loader.result(config, AGENT_CONF if conf_text is not None else "")
+
+
+def load_docs(docs: Iterable[tuple[Any, str]]) -> RawCluster:
+    """Documents already parsed (e.g. from JSON), each with its `where` label, which starts every
+    problem about it; a label of the form 'FILE (document N)' (or '..., item I)') also becomes the
+    objects' Source. Empty (None) documents are skipped; a v1 List is read item by item.
+    Raises ManifestError listing every problem."""
+    loader = _Loader()
+    loader.load_docs(docs)
+    return loader.result(AgentConfig(), "")
+
+
+def parse_agent_conf(text: str, name: str) -> AgentConfig:
+    """antrea-agent.conf's text (problems name `name`). Raises ManifestError listing every problem.
+    Warnings (ignored unknown keys) are dropped: `load_text(..., conf_text=...)` keeps them."""
+    loader = _Loader()
+    config = loader.agent_conf_text(text, name)
     if loader.problems:
         raise ManifestError(loader.problems)
-    return RawCluster(
-        namespaces=tuple(loader.namespaces),
-        nodes=tuple(loader.nodes),
-        pods=tuple(loader.pods),
-        services=tuple(loader.services),
-        endpoints=tuple(loader.endpoints),
-        policies=tuple(loader.policies),
-        node_interfaces=tuple(loader.node_interfaces),
-        config=config,
-        config_source=conf or "",
-        warnings=tuple(loader.warnings),
-    )
+    return config
+
+
+_WHERE_RE = re.compile(r"(?P<file>.*) \(document (?P<doc>[0-9]+)(?:, item [0-9]+)?\)", re.DOTALL)
+
+
+def _source_of(where: str) -> Source:
+    """The Source of an object from its where label ('FILE (document N)'); Source(where, 0) else."""
+    m = _WHERE_RE.fullmatch(where)
+    if m is None:
+        return Source(where, 0)
+    return Source(m["file"], int(m["doc"]))
