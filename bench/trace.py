@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyantrea.antctl.backend import OfflineBackend
+from pyantrea.antctl.backends import OfflineBackend
 from pyantrea.traceflow.api import traceflow
 from pyantrea.traceflow.engine import Engine
 from pyantrea.traceflow.reachability import parse_ports, pods_of, reachability

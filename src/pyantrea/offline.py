@@ -15,7 +15,7 @@ from pyantrea.controller.networkpolicy import NetworkPolicyController, PolicySta
 from pyantrea.k8s.cluster import Cluster
 
 if TYPE_CHECKING:
-    from pyantrea.antctl.backend import TraceResult
+    from pyantrea.antctl.backends.base import TraceResult
 
 
 def peers_of(cluster: Cluster, node: str) -> list[PeerNode]:
@@ -101,7 +101,7 @@ class NodeSandbox:
         return names
 
     def trace(self, flow: str, ct_next: list[str] | None = None) -> TraceResult:
-        from pyantrea.antctl.backend import TraceResult
+        from pyantrea.antctl.backends.base import TraceResult
         from pyantrea.errors import OVSError
         from pyantrea.ovs.trace import parse_trace
 

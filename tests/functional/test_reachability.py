@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pyantrea.antctl.backend import OfflineBackend
+from pyantrea.antctl.backends import OfflineBackend
 from pyantrea.antctl.main import main as antctl
 from pyantrea.traceflow.reachability import PortSpec, parse_ports, reachability
 

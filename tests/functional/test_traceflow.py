@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pyantrea.antctl.backend import OfflineBackend
+from pyantrea.antctl.backends import OfflineBackend
 from pyantrea.antctl.main import main as antctl
 from pyantrea.errors import PyantreaError
 from pyantrea.traceflow.api import traceflow

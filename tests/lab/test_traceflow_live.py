@@ -65,8 +65,8 @@ def lab() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def backends(lab: Path) -> Iterator[tuple[Any, Any]]:
-    from pyantrea.antctl.backend import OfflineBackend
-    from pyantrea.lab.client import LabBackend
+    from pyantrea.antctl.backends import OfflineBackend
+    from pyantrea.antctl.backends.live import LabBackend
 
     live = LabBackend(str(lab))
     state = lab / "controller" / "state"

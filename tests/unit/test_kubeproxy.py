@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyantrea.k8s.complete import load_cluster
-from pyantrea.lab import kubeproxy as kp
+from pyantrea import kubeproxy as kp
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 

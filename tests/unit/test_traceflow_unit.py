@@ -8,7 +8,7 @@ import pytest
 
 from pyantrea.errors import InvalidArgument
 from pyantrea.k8s.complete import load_cluster
-from pyantrea.lab import kubeproxy as kp
+from pyantrea import kubeproxy as kp
 from pyantrea.traceflow import hostleg
 from pyantrea.traceflow.engine import flow_fields, ovs_message, parse_packet_flow
 from pyantrea.traceflow.model import Packet, PassRequest

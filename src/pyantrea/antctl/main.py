@@ -16,7 +16,7 @@ from typing import Any
 
 from pyantrea import __version__
 from pyantrea.antctl import output
-from pyantrea.antctl.backend import Backend, backend_for
+from pyantrea.antctl.backends import Backend, backend_for
 from pyantrea.apis.controlplane import to_dict
 from pyantrea.errors import PyantreaError, report
 

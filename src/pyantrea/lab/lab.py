@@ -52,9 +52,10 @@ class _LazyModule:
 
 
 if TYPE_CHECKING:
-    from pyantrea.lab import kubeproxy, nodes
+    from pyantrea import kubeproxy
+    from pyantrea.lab import nodes
 else:
-    kubeproxy = _LazyModule("pyantrea.lab.kubeproxy")
+    kubeproxy = _LazyModule("pyantrea.kubeproxy")
     nodes = _LazyModule("pyantrea.lab.nodes")
 
 AGENT_TIMEOUT = 20.0

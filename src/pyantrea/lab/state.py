@@ -24,10 +24,15 @@ from typing import Any
 
 from pyantrea.lab.procs import ProcRef
 
-__all__ = ["DEFAULT_LAB_DIR", "LabPaths", "LabState", "NodeState", "PodState"]
+__all__ = ["DEFAULT_LAB_DIR", "LabPaths", "LabState", "NodeState", "PodState", "lab_dir"]
 
 DEFAULT_LAB_DIR = "/run/pyantrea-lab"
 HOST_LOCK = "/run"
+
+
+def lab_dir(explicit: str | None = None) -> Path:
+    """The lab's run directory: `explicit`, else ``PYANTREA_LAB_DIR``, else DEFAULT_LAB_DIR (not made absolute)."""
+    return Path(explicit or os.environ.get("PYANTREA_LAB_DIR") or DEFAULT_LAB_DIR)
 
 
 class LabPaths:

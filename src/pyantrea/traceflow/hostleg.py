@@ -1,7 +1,7 @@
 """The host leg of a trace: what a node's Linux stack does with a packet that br-int sent out of
 antrea-gw0 (kube-proxy's iptables NAT, then routing), worked out from the rules the lab programs.
 
-kube-proxy: the rules are `pyantrea.lab.kubeproxy.build_rules(cluster, node)`, the model that
+kube-proxy: the rules are `pyantrea.kubeproxy.build_rules(cluster, node)`, the model that
 `render_iptables` writes into the lab's nodes. This module does not know what a Service is: it
 *runs* those rules for one packet (nat PREROUTING -> KUBE-SERVICES and the chains it jumps to),
 following every `-m statistic --probability` branch, so each KUBE-SEP endpoint chain that can be
@@ -20,7 +20,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from pyantrea.lab.kubeproxy import KubeProxyRules, Match, Rule, Target
+from pyantrea.kubeproxy import KubeProxyRules, Match, Rule, Target
 
 MASQ_MARK = 0x4000
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from pyantrea.agent.networkpolicy import OFRule
-    from pyantrea.antctl.backend import TraceResult
+    from pyantrea.antctl.backends.base import TraceResult
     from pyantrea.apis.k8s import NodeNetwork
     from pyantrea.k8s.cluster import Cluster
-    from pyantrea.lab.kubeproxy import KubeProxyRules
+    from pyantrea.kubeproxy import KubeProxyRules
     from pyantrea.traceflow.hostleg import NatOutcome, Route
 
 L4 = ("tcp", "udp", "sctp")

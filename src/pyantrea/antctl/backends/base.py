@@ -201,8 +201,8 @@ class OfflineBackend(ClusterQueries):
         return list(self.offline.node_flows(node).rules)
 
     def kube_proxy_rules(self, node: str) -> Any:
-        """kube-proxy's iptables rules on the node: the model the lab programs (lab/kubeproxy.py)."""
-        from pyantrea.lab.kubeproxy import build_rules
+        """kube-proxy's iptables rules on the node: the model the lab programs (pyantrea/kubeproxy/)."""
+        from pyantrea.kubeproxy import build_rules
 
         return build_rules(self.cluster, node)
 
@@ -239,7 +239,7 @@ def backend_for(cluster_dir: str | None, lab_dir: str | None = None) -> Iterator
         finally:
             b.close()
         return
-    from pyantrea.lab.client import LabBackend  # the live lab
+    from pyantrea.antctl.backends.live import LabBackend  # the live lab
 
     lb = LabBackend(lab_dir)
     try:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
-from pyantrea.antctl.backend import ClusterQueries, TraceResult
+from pyantrea.antctl.backends.base import ClusterQueries, TraceResult
 from pyantrea.apis import controlplane as cp
 from pyantrea.errors import NotFoundError, PyantreaError
 from pyantrea.httpapi import APIClient
 from pyantrea.k8s.cluster import Cluster
 from pyantrea.k8s.complete import load_cluster
+from pyantrea.lab.state import lab_dir
 from pyantrea.ovs.trace import parse_trace
 
-DEFAULT_LAB_DIR = "/run/pyantrea-lab"
-
-
-def lab_dir(explicit: str | None = None) -> Path:
-    return Path(explicit or os.environ.get("PYANTREA_LAB_DIR") or DEFAULT_LAB_DIR)
+__all__ = ["LabBackend"]
 
 
 class _LiveState:
@@ -168,7 +163,7 @@ class LabBackend(ClusterQueries):
 
     def kube_proxy_rules(self, node: str) -> Any:
         """kube-proxy's rules on the node: what the lab wrote with `render_iptables` (same model, same cluster)."""
-        from pyantrea.lab.kubeproxy import build_rules
+        from pyantrea.kubeproxy import build_rules
 
         return build_rules(self.cluster, node)
 
