@@ -15,7 +15,7 @@ from pyantrea.controller.networkpolicy import NetworkPolicyController, PolicySta
 from pyantrea.k8s.cluster import Cluster
 
 if TYPE_CHECKING:
-    from pyantrea.antctl.backends.base import TraceResult
+    from pyantrea.ovs.trace import TraceResult
 
 
 def peers_of(cluster: Cluster, node: str) -> list[PeerNode]:
@@ -101,9 +101,8 @@ class NodeSandbox:
         return names
 
     def trace(self, flow: str, ct_next: list[str] | None = None) -> TraceResult:
-        from pyantrea.antctl.backends.base import TraceResult
         from pyantrea.errors import OVSError
-        from pyantrea.ovs.trace import parse_trace
+        from pyantrea.ovs.trace import TraceResult, parse_trace
 
         try:
             text = self.sandbox.trace(self.bridge_name, flow, list(ct_next or []))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pyantrea.errors import OVSError
 
@@ -75,6 +75,40 @@ class Trace:
     @property
     def tables(self) -> tuple[int, ...]:
         return tuple(h.table for h in self.hops)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """One `ofproto/trace` on a node, as antctl's backends (offline or live) answer `trace_packet`."""
+
+    node: str
+    flow: str
+    text: str
+    trace: Trace | None
+    port_names: dict[int, str]
+    tunnel_ofport: int
+
+    def as_json(self) -> dict[str, Any]:
+        t = self.trace
+        if t is None:
+            return {"node": self.node, "hops": [], "verdict": "drop", "out_port": None, "tun_dst": None,
+                    "error": self.text.strip()}
+        out_port = self.port_names.get(t.out_port, str(t.out_port)) if t.out_port is not None else None
+        tun = t.tun_dst if t.out_port == self.tunnel_ofport else None
+        return {
+            "node": self.node,
+            "hops": [{"table": h.table, "priority": h.priority, "flow": hop_flow(h)} for h in t.hops],
+            "verdict": t.verdict,
+            "out_port": out_port,
+            "tun_dst": tun,
+        }
+
+
+def hop_flow(h: Any) -> str:
+    """A matched flow as one line: `priority=P[,match] actions=...` (ports numeric, as in the trace)."""
+    head = f"priority={h.priority}" + (f",{h.match}" if h.match else "")
+    acts = h.flow_actions
+    return head + " actions=" + (",".join(acts) if acts else "drop")
 
 
 # --------------------------------------------------------------------------- parsing

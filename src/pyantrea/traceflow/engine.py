@@ -131,7 +131,7 @@ def _in(ip: str, cidr: str) -> bool:
 
 
 def hop_flow(h: Any) -> str:
-    from pyantrea.antctl.backends.base import hop_flow as hf
+    from pyantrea.ovs.trace import hop_flow as hf
 
     return str(hf(h))
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from pyantrea.agent.networkpolicy import OFRule
-    from pyantrea.antctl.backends.base import TraceResult
     from pyantrea.apis.k8s import NodeNetwork
     from pyantrea.k8s.cluster import Cluster
     from pyantrea.kubeproxy import KubeProxyRules
+    from pyantrea.ovs.trace import TraceResult
     from pyantrea.traceflow.hostleg import NatOutcome, Route
 
 L4 = ("tcp", "udp", "sctp")
@@ -170,7 +170,7 @@ class Path:
 
 
 class TraceBackend(Protocol):
-    """What the engine needs from antctl's backend (offline or lab)."""
+    """What the engine needs from antctl's backend (offline or lab); traceflow imports neither."""
 
     cluster: "Cluster"
 

@@ -9,12 +9,12 @@ different source nodes run in parallel threads.
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pyantrea.antctl import output
 from pyantrea.apis.k8s import Pod
 from pyantrea.errors import InvalidArgument
 from pyantrea.traceflow.engine import Engine
@@ -172,5 +172,5 @@ def render_table(results: list[dict[str, Any]], ports: list[PortSpec]) -> str:
 
 def render(results: list[dict[str, Any]], ports: list[PortSpec], fmt: str) -> str:
     if fmt == "json":
-        return output.dump(results, "json")
+        return json.dumps(results, indent=2, sort_keys=False) + "\n"  # = antctl.output.dump(results, "json")
     return render_table(results, ports)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pyantrea.antctl.backends.base import ClusterQueries, TraceResult
+from pyantrea.antctl.backends.base import ClusterQueries
 from pyantrea.apis import controlplane as cp
 from pyantrea.errors import NotFoundError, PyantreaError
 from pyantrea.httpapi import APIClient
 from pyantrea.k8s.cluster import Cluster
 from pyantrea.k8s.complete import load_cluster
 from pyantrea.lab.state import lab_dir
-from pyantrea.ovs.trace import parse_trace
+from pyantrea.ovs.trace import TraceResult, parse_trace
 
 __all__ = ["LabBackend"]
 
