@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from pyantrea.controller.server import ClusterStore, build_router
+from pyantrea.controller.controlplane import ControlPlane
+from pyantrea.controller.server import build_router, open_store
 from pyantrea.errors import ManifestError, PyantreaError
 from pyantrea.httpapi import APIClient, Router, UnixHTTPServer
 from pyantrea.k8s.loader import load_folder
@@ -82,7 +83,8 @@ def test_controller_refuses_a_broken_folder(tmp_path: Path) -> None:
 @pytest.fixture
 def controller() -> Iterator[str]:
     d = Path(tempfile.mkdtemp(prefix="pa-"))
-    server = UnixHTTPServer(str(d / "c.sock"), build_router(ClusterStore(SEED, d / "state")))
+    store = open_store(SEED, d / "state")
+    server = UnixHTTPServer(str(d / "c.sock"), build_router(store, ControlPlane(store)))
     server.serve_in_thread()
     yield str(d / "c.sock")
     server.close()
@@ -105,7 +107,7 @@ def test_agent_gives_up_on_an_unreachable_controller(tmp_path: Path) -> None:
 
     a = Agent("worker1", str(tmp_path / "nosuch.sock"), str(tmp_path), str(tmp_path))
     with pytest.raises(PyantreaError, match="nosuch.sock is not reachable"):
-        a._wait_controller(timeout=0.3)
+        a.wait_controller(timeout=0.3)
 
 
 def test_antctl_live_without_a_lab(tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from dataclasses import dataclass
 
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import PodInterface
-from pyantrea.controller.networkpolicy import NodePolicyView
+from pyantrea.apis.controlplane import NodePolicyView
 
 
 class Address(NamedTuple):
@@ -53,6 +53,22 @@ class OFRule:
     services: tuple[cp.Service, ...] | None  # None: no service clause
     policy: str  # ns/name
     rule_index: int  # index of the internal rule inside its policy
+
+
+def rule_to_dict(r: OFRule) -> dict[str, object]:
+    """The agent API's form of a rule (what live traces read: the agent's own conj_ids)."""
+    return {"conjID": r.conj_id, "direction": r.direction, "policy": r.policy, "ruleIndex": r.rule_index,
+            "from": [list(a) for a in r.from_], "to": [list(a) for a in r.to],
+            "services": None if r.services is None else [cp.to_dict(s) for s in r.services]}
+
+
+def rule_from_dict(d: dict[str, Any]) -> OFRule:
+    svcs = d.get("services")
+    return OFRule(int(d["conjID"]), str(d["direction"]), tuple(Address(a[0], a[1]) for a in d["from"]),
+                  tuple(Address(a[0], a[1]) for a in d["to"]),
+                  None if svcs is None else tuple(cp.Service(s.get("protocol", "TCP"), s.get("port"), s.get("endPort"))
+                                                  for s in svcs),
+                  str(d["policy"]), int(d["ruleIndex"]))
 
 
 def ipblock_cidrs(block: cp.IPBlock) -> list[str]:
@@ -162,17 +178,29 @@ class ConjIDAllocator:
             self._by_key[key] = self.allocate()
         return self._by_key[key]
 
-    def end(self) -> None:
-        """Release the ids of rules that were not seen since `begin()`, in allocation order."""
+    def end(self, only: set[str] | None = None) -> None:
+        """Release the ids of rules that were not seen since `begin()`, in allocation order.
+
+        With `only` (policy keys), just the rules of those policies are considered: the others were
+        not recomputed, so they keep their ids.
+        """
         for key, i in sorted(self._by_key.items(), key=lambda kv: kv[1]):
-            if key not in self._used:
+            if key not in self._used and (only is None or _policy_of(key) in only):
                 del self._by_key[key]
                 self.release(i)
 
 
+def _policy_of(key: object) -> str:
+    return str(key[1]) if isinstance(key, tuple) and len(key) > 1 else ""
+
+
 def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
-                  alloc: ConjIDAllocator | None = None) -> list[OFRule]:
-    """Every OpenFlow policy rule of a node. `interfaces` maps "ns/pod" to the local interface."""
+                  alloc: ConjIDAllocator | None = None, only: set[str] | None = None) -> list[OFRule]:
+    """Every OpenFlow policy rule of a node. `interfaces` maps "ns/pod" to the local interface.
+
+    With `only` (policy keys ns/name), the rules of just those policies: the rule cache's
+    reconciliation of the policies an event touched (the other policies keep their rules and ids).
+    """
     alloc = alloc or ConjIDAllocator()
     alloc.begin()
     out: list[OFRule] = []
@@ -226,6 +254,8 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
         return got
 
     for pol in sorted(view.policies, key=lambda p: (p.namespace, p.name)):
+        if only is not None and pol.key not in only:
+            continue
         targets: list[cp.GroupMemberPod] = []
         seen: set[str] = set()
         for g in pol.applied_to_groups:
@@ -276,7 +306,7 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
             for n, (from_addrs, to_addrs, svcs) in enumerate(built):
                 key = (pol.uid, pol.key, rule, group_keys[n])
                 out.append(OFRule(alloc.get(key), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx))
-    alloc.end()
+    alloc.end(only)
     return out
 
 

@@ -131,19 +131,19 @@ _CAMEL = {
 }
 
 
-def _member_from(d: dict[str, Any]) -> GroupMemberPod:
+def member_from_dict(d: dict[str, Any]) -> GroupMemberPod:
     ports = tuple(ContainerPort(p["containerPort"], p.get("protocol", "TCP"), p.get("name"))
                   for p in d.get("ports", []))
     return GroupMemberPod(d["namespace"], d["name"], d.get("ip"), d.get("node"), ports)
 
 
 def atg_from_dict(d: dict[str, Any]) -> AppliedToGroup:
-    return AppliedToGroup(d["name"], d.get("selector", ""), tuple(_member_from(m) for m in d.get("pods", [])),
+    return AppliedToGroup(d["name"], d.get("selector", ""), tuple(member_from_dict(m) for m in d.get("pods", [])),
                           tuple(d.get("span", [])))
 
 
 def ag_from_dict(d: dict[str, Any]) -> AddressGroup:
-    return AddressGroup(d["name"], d.get("selector", ""), tuple(_member_from(m) for m in d.get("pods", [])),
+    return AddressGroup(d["name"], d.get("selector", ""), tuple(member_from_dict(m) for m in d.get("pods", [])),
                         tuple(d.get("span", [])))
 
 
@@ -165,3 +165,53 @@ def policy_from_dict(d: dict[str, Any]) -> NetworkPolicy:
             r.get("priority", -1), r.get("action", "Allow")))
     return NetworkPolicy(d["uid"], d["namespace"], d["name"], tuple(rules), tuple(d.get("appliedToGroups", [])),
                          tuple(d.get("span", [])))
+
+
+@dataclass(frozen=True)
+class NodePolicyView:
+    """What the controller sends one node: the objects whose span includes it (spec §9.4)."""
+
+    node: str
+    policies: tuple[NetworkPolicy, ...]
+    applied_to_groups: dict[str, AppliedToGroup]
+    address_groups: dict[str, AddressGroup]
+
+
+# ---------------------------------------------------------------------------------- the watch's client side
+
+
+def apply_event(view: dict[str, dict[str, Any]], ev: dict[str, Any]) -> tuple[str, str]:
+    """Apply one controlplane event to an agent's cache of typed objects.
+
+    `view` maps kind -> name -> typed value. Returns (kind, name) of the object touched.
+    """
+    kind = ev["kind"]
+    store = view[kind]
+    if "patch" in ev:
+        p = ev["patch"]
+        g = store[p["name"]]
+        removed = {member_from_dict(m).key for m in p.get("removedPods", [])}
+        added = [member_from_dict(m) for m in p.get("addedPods", [])]
+        pods = tuple(sorted([m for m in g.pods if m.key not in removed] + added, key=lambda m: m.key))
+        store[g.name] = type(g)(g.name, g.selector, pods, g.span)
+        return kind, g.name
+    obj = ev["object"]
+    value: Any
+    if kind == "NetworkPolicy":
+        value = policy_from_dict(obj)
+        name = value.key
+    else:
+        value = atg_from_dict(obj) if kind == "AppliedToGroup" else ag_from_dict(obj)
+        name = value.name
+    if ev["type"] == "DELETED":
+        store.pop(name, None)
+    else:
+        store[name] = value
+    return kind, name
+
+
+def view_from_list(listing: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    pols = [policy_from_dict(p) for p in listing.get("networkPolicies", [])]
+    return {"NetworkPolicy": {p.key: p for p in pols},
+            "AppliedToGroup": {g.name: g for g in (atg_from_dict(d) for d in listing.get("appliedToGroups", []))},
+            "AddressGroup": {g.name: g for g in (ag_from_dict(d) for d in listing.get("addressGroups", []))}}

@@ -6,10 +6,17 @@ Only the fields Antrea v0.10 looks at are kept. Every object remembers where it 
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
+
+
+REQUESTED_IP = "pyantrea.io/requested-ip"
+"""A Pod annotation: the IP the Pod asks the CNI for (the embedded API server keeps a manifest's
+`status.podIP` here, as the status itself belongs to the kubelet)."""
 
 
 def labels_of(d: Mapping[str, str] | None) -> Labels:
@@ -337,3 +344,23 @@ class NodeNetwork:
     tunnel_name: str = "antrea-tun0"
     tunnel_ofport: int = 1
     interfaces: tuple[PodInterface, ...] = ()
+
+
+# ---------------------------------------------------------------------------------- naming rules
+
+
+def stable_mac(seed: str) -> str:
+    """A MAC derived from sha256(seed): locally administered (bit 1 set), unicast (bit 0 clear)."""
+    b = bytearray(hashlib.sha256(seed.encode()).digest()[:6])
+    b[0] = (b[0] | 0x02) & 0xFE
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def container_id_for(namespace: str, name: str) -> str:
+    """A Pod's container (sandbox) id when none is pinned: sha256("<ns>/<name>"), 64 hex characters."""
+    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()
+
+
+def interface_name(pod_name: str, container_id: str) -> str:
+    """Antrea's host veth name (spec §10 step 4): pod name[:8] + '-' + sha1(container id)[:6]."""
+    return f"{pod_name[:8]}-{hashlib.sha1(container_id.encode()).hexdigest()[:6]}"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import LabelSelector, Namespace, NetworkPolicy, NetworkPolicyPeer, Pod
 
+NodePolicyView = cp.NodePolicyView  # re-exported: the agent's input
+
 GROUP_NAMESPACE = uuid.UUID("5a5e7dd9-e3fb-49bb-b263-9bab25c95841")
 
 
@@ -121,20 +123,12 @@ class PolicyState:
     applied_to_groups: dict[str, cp.AppliedToGroup] = field(default_factory=dict)
     address_groups: dict[str, cp.AddressGroup] = field(default_factory=dict)
 
-    def node_view(self, node: str) -> NodePolicyView:
+    def node_view(self, node: str) -> cp.NodePolicyView:
         """What an agent on `node` receives: objects whose span includes it (spec §9.4)."""
         pols = tuple(p for _, p in sorted(self.policies.items()) if node in p.span)
         atgs = {n: g.for_node(node) for n, g in self.applied_to_groups.items() if node in g.span}
         ags = {n: g for n, g in self.address_groups.items() if node in g.span}
-        return NodePolicyView(node, pols, atgs, ags)
-
-
-@dataclass(frozen=True)
-class NodePolicyView:
-    node: str
-    policies: tuple[cp.NetworkPolicy, ...]
-    applied_to_groups: dict[str, cp.AppliedToGroup]
-    address_groups: dict[str, cp.AddressGroup]
+        return cp.NodePolicyView(node, pols, atgs, ags)
 
 
 ALL_NETWORK = cp.IPBlock("0.0.0.0/0")

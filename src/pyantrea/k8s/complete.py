@@ -10,18 +10,16 @@ raised at once as a `ManifestError`; each line names the object and where it was
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 from collections.abc import Iterable
 from dataclasses import replace
 
 from pyantrea.apis.k8s import (
-    EndpointAddress,
-    EndpointPort,
+    container_id_for,
+    interface_name,
+    stable_mac,
     Endpoints,
-    EndpointSubset,
-    LabelSelector,
     Namespace,
     Node,
     NodeInterfaces,
@@ -34,6 +32,7 @@ from pyantrea.apis.k8s import (
 )
 from pyantrea.errors import ManifestError
 from pyantrea.k8s.cluster import Cluster
+from pyantrea.k8s.endpoints import derive_endpoints
 from pyantrea.k8s.loader import NODE_PORT_RANGE, RawCluster, load_folder
 
 __all__ = [
@@ -59,23 +58,6 @@ DEFAULT_TUNNEL_OFPORT = 1
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def stable_mac(seed: str) -> str:
-    """A MAC derived from sha256(seed): locally administered (bit 1 set), unicast (bit 0 clear)."""
-    b = bytearray(hashlib.sha256(seed.encode()).digest()[:6])
-    b[0] = (b[0] | 0x02) & 0xFE
-    return ":".join(f"{x:02x}" for x in b)
-
-
-def container_id_for(namespace: str, name: str) -> str:
-    """A Pod's container (sandbox) id when none is pinned: sha256("<ns>/<name>"), 64 hex characters."""
-    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()
-
-
-def interface_name(pod_name: str, container_id: str) -> str:
-    """Antrea's host veth name (spec §10 step 4): pod name[:8] + '-' + sha1(container id)[:6]."""
-    return f"{pod_name[:8]}-{hashlib.sha1(container_id.encode()).hexdigest()[:6]}"
 
 
 def _pod_id(p: Pod) -> str:
@@ -497,44 +479,6 @@ class _Completer:
         for name in used:
             out.setdefault(name, Namespace(name=name))
         return tuple(out[k] for k in sorted(out))
-
-
-def derive_endpoints(s: Service, pods: Iterable[Pod]) -> Endpoints:
-    """What the Kubernetes endpoints controller would make for Service `s` (which has a selector).
-
-    Ready Pods = in the Service's namespace, matching the selector, scheduled, with an IP and not
-    terminated. Each Pod's ports are the Service's ports with targetPort resolved (a named
-    targetPort through the Pod's container ports; a Pod lacking the name has no such port).
-    Addresses are grouped by their resolved port set (like Kubernetes' RepackSubsets); addresses
-    sorted by IP, subsets by their ports.
-    """
-    sel = LabelSelector(match_labels=s.selector or ())
-    groups: dict[tuple[EndpointPort, ...], list[EndpointAddress]] = {}
-    for p in pods:
-        if (p.namespace != s.namespace or p.node_name is None or p.pod_ip is None or p.terminated
-                or not sel.matches(p.label_map)):
-            continue
-        ports: list[EndpointPort] = []
-        for sp in s.ports:
-            tp = sp.target_port
-            if tp is None:
-                number: int | None = sp.port
-            elif isinstance(tp, int):
-                number = tp
-            else:
-                number = p.resolve_port(tp, sp.protocol)
-            if number is not None:
-                ports.append(EndpointPort(port=number, protocol=sp.protocol, name=sp.name))
-        if s.ports and not ports:
-            continue
-        groups.setdefault(tuple(ports), []).append(
-            EndpointAddress(ip=p.pod_ip, node_name=p.node_name, target_pod=p.key)
-        )
-    subsets = [
-        EndpointSubset(addresses=tuple(sorted(addrs, key=lambda a: _ip(a.ip))), ports=ports)
-        for ports, addrs in sorted(groups.items(), key=lambda kv: [(x.port, x.protocol, x.name or "") for x in kv[0]])
-    ]
-    return Endpoints(namespace=s.namespace, name=s.name, subsets=tuple(subsets))
 
 
 def complete(raw: RawCluster) -> Cluster:

@@ -325,9 +325,9 @@ class ClusterZoneSource:
                     try:
                         loader = self._loader
                         if loader is None:
-                            from pyantrea.k8s.complete import load_cluster
+                            from pyantrea.controller.store import load_stored
 
-                            loader = load_cluster
+                            loader = load_stored
                         self._zone = Zone.from_cluster(loader(self.path))
                         self._stamp = stamp
                     except Exception as e:  # keep serving the last good zone

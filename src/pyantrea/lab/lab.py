@@ -32,6 +32,8 @@ from pyantrea.lab.netns import LabError
 from pyantrea.lab.procs import ProcRef, start_detached
 from pyantrea.lab.state import LabPaths, LabState, NodeState, PodState
 
+from pyantrea.apis.k8s import REQUESTED_IP
+
 __all__ = ["Lab", "LabError", "default_folder"]
 
 
@@ -108,6 +110,11 @@ def manifest_kinds(text: str) -> set[str]:
     return kinds
 
 
+def new_container_id() -> str:
+    """A sandbox id, as a container runtime makes one: 64 random hex characters."""
+    return os.urandom(32).hex()
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -156,13 +163,63 @@ class Lab:
         return s
 
     def current_cluster(self) -> Any:
-        """The controller's current cluster (its state folder), else the lab's folder."""
-        from pyantrea.k8s.complete import load_cluster
+        """The cluster as the controller holds it (its objects, allocations included): asked of the
+        owner, never recomputed. The raw Pods ride along (`self.raw_pods`) for their annotations."""
+        from pyantrea.controller.store import cluster_of
+        from pyantrea.k8s.informer import decode
 
-        st = self.paths.controller_state
-        if st.is_dir() and any(st.glob("*.y*ml")):
-            return load_cluster(st)
-        return load_cluster(self.state.folder)
+        try:
+            status, body = request_json(self.paths.controller_sock, "GET", "/v1/objects", timeout=30)
+        except OSError as e:
+            raise LabError(f"controller {self.paths.controller_sock}: {e}") from e
+        if status != 200 or not isinstance(body, dict):
+            raise LabError(f"controller {self.paths.controller_sock}: HTTP {status}: {body}")
+        items = body.get("items") or []
+        self.raw_pods = {f"{d['metadata'].get('namespace')}/{d['metadata']['name']}": d
+                         for d in items if d.get("kind") == "Pod"}
+        return cluster_of([decode(d) for d in items], self.agent_config())
+
+    def agent_config(self) -> Any:
+        from pyantrea.agent.daemon import load_config
+
+        conf = self.agent_conf_path()
+        return load_config(str(conf) if conf else None)
+
+    def agent_conf_path(self) -> Path | None:
+        from pyantrea.k8s.loader import AGENT_CONF
+
+        conf = Path(self.state.folder) / AGENT_CONF
+        return conf if conf.is_file() else None
+
+    def wait_agents_synced(self, timeout: float = 10.0) -> bool:
+        """Wait until every running agent has installed every controlplane change that concerns its
+        node (same epoch). False (with a warning) if one has not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        pending = {n for n, ns in self.state.nodes.items() if ns.agent is not None and ns.agent.alive()}
+        while pending:
+            for n in sorted(pending):
+                try:
+                    c1, want = request_json(self.paths.controller_sock, "GET", f"/v1/controlplane/stats?node={n}")
+                    c2, st = request_json(self.paths.agent_sock(n), "GET", "/v1/stats", timeout=2)
+                except OSError:
+                    continue
+                if c1 == 200 and c2 == 200 and st.get("controllerEpoch") == want.get("epoch") \
+                        and int(st.get("controllerVersion") or 0) >= int(want.get("nodeResourceVersion") or 0):
+                    pending.discard(n)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                self.say(f"warning: agents {', '.join(sorted(pending))} have not caught up with the controller")
+                return False
+            time.sleep(0.02)
+        return True
+
+    def post_status(self, ps: PodState, status: dict[str, Any]) -> None:
+        """The kubelet's status update of a Pod (podIP, phase) through the API server."""
+        body = {"kind": "Pod", "namespace": ps.namespace, "name": ps.name, "status": status}
+        code, ans = request_json(self.paths.controller_sock, "POST", "/v1/status", json.dumps(body))
+        if code != 200:
+            self.say(f"pod {ps.key}: warning: status update refused ({code}): {ans}")
 
     def dns_state_dir(self) -> Path:
         st = self.paths.controller_state
@@ -201,7 +258,7 @@ class Lab:
 
     def plan(self, cluster: Any) -> list[NodeState]:
         """Node states for every Node with a pod CIDR and an IP, reusing recorded names."""
-        nets = [n for n in cluster.networks if n.node_ip and n.pod_cidr]
+        nets = [n for n in cluster.nodes if n.node_ip and n.pod_cidr]
         if "cidr" in self.state.underlay:
             net = ipaddress.IPv4Network(self.state.underlay["cidr"])
             outside = [n.name for n in nets if ipaddress.IPv4Address(n.node_ip) not in net]
@@ -243,10 +300,11 @@ class Lab:
         return True
 
     def agent_argv(self, n: NodeState) -> list[str]:
+        conf = self.agent_conf_path()
         return netns.exec_argv(n.netns, pyantrea_argv(
             "agent", "--node", n.name, "--controller", str(self.paths.controller_sock),
             "--ovs-rundir", str(self.paths.ovs_dir(n.name)), "--rundir", str(self.paths.node_dir(n.name)),
-            "--datapath", "netdev"))
+            "--datapath", "netdev", *(["--config", str(conf)] if conf else [])))
 
     def agent_env(self, n: NodeState) -> dict[str, str]:
         ovs = str(self.paths.ovs_dir(n.name))
@@ -316,14 +374,10 @@ class Lab:
 
     # ------------------------------------------------------------------------------ pods
 
-    def desired_pods(self, cluster: Any) -> dict[str, tuple[str, Any]]:
-        out: dict[str, tuple[str, Any]] = {}
-        for net in cluster.networks:
-            if net.name not in self.state.nodes:
-                continue
-            for i in net.interfaces:
-                out[f"{i.namespace}/{i.pod}"] = (net.name, i)
-        return out
+    def desired_pods(self, cluster: Any) -> dict[str, Any]:
+        """The Pods the lab's kubelets run: bound to a lab node, not hostNetwork, not terminated."""
+        return {p.key: p for p in cluster.pods
+                if p.node_name in self.state.nodes and not p.host_network and not p.terminated}
 
     def _pod_netns_name(self, namespace: str, name: str) -> str:
         taken = {n.netns for n in self.state.nodes.values()} | {p.netns for p in self.state.pods.values()}
@@ -337,7 +391,9 @@ class Lab:
         return p.cni == "added" and netns.exists(p.netns) and p.workload is not None and p.workload.alive()
 
     def reconcile_pods(self, cluster: Any) -> list[str]:
-        """Make the lab's Pods those of ``cluster``. Returns error lines (failed Pods)."""
+        """Make the lab's Pods those of ``cluster`` (the controller's objects), as kubelets do: a Pod
+        that exists keeps its namespace, IP and process; only new Pods are created and only deleted
+        ones removed. Returns error lines (failed Pods)."""
         desired = self.desired_pods(cluster)
         errors: list[str] = []
         gone = [self.state.pods[k] for k in sorted(set(self.state.pods) - set(desired))]
@@ -352,24 +408,26 @@ class Lab:
         dns_svc = next((s for s in cluster.services if s.namespace == "kube-system" and s.name == "kube-dns"), None)
         dns_ip = dns_svc.cluster_ip if dns_svc is not None else None
         restart: list[PodState] = []  # plumbed, but the workload is gone (or must change)
-        for key, (node, i) in sorted(desired.items()):
+        for key, pod in sorted(desired.items()):
             cur = self.state.pods.get(key)
-            pod = cluster.pod(i.namespace, i.pod)
             dns = (DNS_LABEL[0], DNS_LABEL[1]) in pod.labels
-            prefix = ipaddress.IPv4Network(cluster.network(node).pod_cidr).prefixlen
-            if cur is not None and (cur.node, cur.ip, cur.container_id) == (node, i.ip, i.container_id) \
-                    and cur.cni == "added" and netns.exists(cur.netns):
+            if cur is not None and cur.cni == "added" and netns.exists(cur.netns):
                 if cur.dns != dns or cur.workload is None or not cur.workload.alive():
                     if cur.workload is not None:
                         cur.workload.stop(grace=1.0)
                     cur.dns = dns
                     restart.append(cur)
                 continue
-            if cur is not None:
-                self.say(f"pod {key}: {'changed' if cur.cni == 'added' else 'not ready'}, re-creating it")
+            if cur is not None:  # its CNI ADD failed or its namespace is gone: the kubelet retries
+                self.say(f"pod {key}: not ready, re-creating it")
                 self.delete_pod(cur)
-            ps = PodState(namespace=i.namespace, name=i.pod, node=node, netns=self._pod_netns_name(i.namespace, i.pod),
-                          ip=i.ip, prefix=prefix, container_id=i.container_id, interface=i.interface, dns=dns)
+            node = pod.node_name
+            prefix = ipaddress.IPv4Network(cluster.node(node).pod_cidr).prefixlen
+            raw = getattr(self, "raw_pods", {}).get(key) or {}
+            requested = ((raw.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_IP)
+            ps = PodState(namespace=pod.namespace, name=pod.name, node=node,
+                          netns=self._pod_netns_name(pod.namespace, pod.name), ip=requested or "", prefix=prefix,
+                          container_id=new_container_id(), interface="", dns=dns)
             self.state.pods[key] = ps
             create.append(ps)
         if not create and not restart:
@@ -398,6 +456,9 @@ class Lab:
         ready, failed = kubelet.wait_ready(waiting, WORKLOAD_TIMEOUT)
         for ps in sorted(ready, key=lambda p: p.key):
             extra = " + DNS" if ps.dns else ""
+            # the kubelet's status update: the Pod's IP (the CNI's), Running and Ready
+            self.post_status(ps, {"phase": "Running", "podIP": ps.ip, "podIPs": [{"ip": ps.ip}],
+                                  "hostIP": self.state.nodes[ps.node].ip})
             if any(ps is r for r in restart):
                 self.say(f"pod {ps.key}: workload restarted, HTTP{extra} ready")
                 continue
@@ -427,8 +488,13 @@ class Lab:
             return ps.error
         got = res.json()
         ips = [x.get("address", "") for x in (got or {}).get("ips", [])] if isinstance(got, dict) else []
-        if ips and not any(a.split("/")[0] == ps.ip for a in ips):
-            self.say(f"pod {ps.key}: warning: CNI result gives {', '.join(ips)}, the cluster says {ps.ip}")
+        ifaces = [x.get("name", "") for x in (got or {}).get("interfaces", []) if not x.get("sandbox")] \
+            if isinstance(got, dict) else []
+        if not ips:
+            ps.cni, ps.error = "failed", f"CNI ADD gave no IP: {res.stdout.strip()[:200]}"
+            return ps.error
+        ps.ip = ips[0].split("/")[0]  # the agent's host-local IPAM owns the Pod's IP
+        ps.interface = ifaces[0] if ifaces else ""
         ps.cni, ps.error = "added", ""
         return ""
 
@@ -476,7 +542,7 @@ class Lab:
 
     def up(self, folder: str | os.PathLike[str]) -> int:
         self.check_host()
-        from pyantrea.k8s.complete import load_cluster
+        from pyantrea.k8s.loader import load_folder
 
         folder_abs = str(Path(folder).resolve())
         if not Path(folder_abs).is_dir():
@@ -489,7 +555,7 @@ class Lab:
                 self.say(f"lab {self.paths.root} exists ({folder_abs}): checking it, bringing up what is missing")
             else:
                 self.state = LabState(folder=folder_abs)
-            cluster0 = load_cluster(folder_abs)
+            cluster0 = load_folder(folder_abs)  # the controller validates and stores it; this says what it is
             self.claim_namespaces()
             for w in cluster0.warnings:
                 self.say(f"warning: {w}")
@@ -509,6 +575,8 @@ class Lab:
             synced = self.sync_kubeproxy(cluster, force=True)
             self.say(f"kube-proxy: {len(kubeproxy.service_ports(cluster))} service ports on {synced} nodes")
             errors = self.reconcile_pods(cluster)
+            self.sync_kubeproxy(self.current_cluster())  # Endpoints now that the Pods have their IPs
+            self.wait_agents_synced()
             ready = sum(1 for p in self.state.pods.values() if self.pod_ready(p))
             self.state.complete = not errors
             self.save()
@@ -545,19 +613,23 @@ class Lab:
                     lines = "\n".join(f"  {p}" for p in problems)
                     raise LabError(f"the controller rejected {file} ({len(problems)} problem(s)):\n{lines}")
                 raise LabError(f"the controller rejected {file} ({status}): {msg}")
-            verb = "deleted" if delete else "applied"
-            self.say(f"{file}: {verb}, cluster version {body.get('version') if isinstance(body, dict) else '?'}")
+            results = body.get("results") if isinstance(body, dict) else None
+            for r in results or []:
+                self.say(f"{r.get('object')}: {r.get('action')}")
+            self.say(f"{file}: {'deleted' if delete else 'applied'}, resourceVersion {body.get('resourceVersion')}")
             acted_on = RECONCILED_KINDS | ({"Namespace"} if delete else set())  # a Namespace may take Pods along
             if not (manifest_kinds(text) & acted_on):
+                self.wait_agents_synced()
                 return 0  # NetworkPolicies, Namespace labels: the agents watch the controller themselves
             cluster = self.current_cluster()
-            new_nodes = [n.name for n in cluster.networks if n.name not in self.state.nodes]
+            new_nodes = [n.name for n in cluster.nodes if n.name not in self.state.nodes]
             if new_nodes:
                 self.say(f"warning: new node(s) {', '.join(new_nodes)} are not brought up live: run `lab up` again")
             errors = self.reconcile_pods(cluster)
-            synced = self.sync_kubeproxy(cluster)
+            synced = self.sync_kubeproxy(self.current_cluster())  # Endpoints follow the Pods' new status
             if synced:
                 self.say(f"kube-proxy: re-synced on {synced} nodes")
+            self.wait_agents_synced()
         for line in errors:
             print(line, file=sys.stderr)
         return 1 if errors else 0

@@ -328,17 +328,21 @@ class RelLab:
             self.settle()
         return p
 
-    def controller_version(self) -> tuple[str, int]:
+    def controller_version(self, node: str | None = None) -> tuple[str, int]:
+        """(epoch, resourceVersion) of the controlplane; with `node`, the version of the last change
+        that concerns that node."""
         from pyantrea.httpapi import APIClient
 
-        snap = APIClient(self.controller_sock(), timeout=10).get("/v1/watch?node=master&version=0&timeout=0")
-        return str(snap["epoch"]), int(snap["version"])
+        q = f"?node={node}" if node else ""
+        snap = APIClient(self.controller_sock(), timeout=10).get(f"/v1/controlplane/stats{q}")
+        return str(snap["epoch"]), int(snap["nodeResourceVersion" if node else "resourceVersion"])
 
     def settle(self, timeout: float = 10) -> None:
-        """Wait until every running agent has the controller's current version installed (the agent's
+        """Wait until every running agent has installed every change that concerns its node (the agent's
         /v1/stats is read under its lock: its controllerVersion's flows are in OVS)."""
-        epoch, version = self.controller_version()
         for node in sorted(self.nodes):
+            epoch, version = self.controller_version(node)
+
             def done() -> bool:
                 try:
                     st = self.stats(node)

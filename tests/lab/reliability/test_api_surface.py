@@ -100,9 +100,16 @@ CONTROLLER_CASES: list[tuple[str, bytes, int, str]] = [
     ("delete of an existing + a missing object (nothing deleted)", http_request(
         "POST", "/v1/delete", b"kind: NetworkPolicy\nmetadata: {name: frontendpolicy, namespace: default}\n---\n"
         b"kind: Pod\nmetadata: {name: nosuch}\n", "application/yaml"), 404, "nosuch"),
-    ("watch without node", http_request("GET", "/v1/watch"), 400, "node"),
-    ("watch of an unknown node", http_request("GET", "/v1/watch?node=nosuch&timeout=0"), 404, "nosuch"),
-    ("watch with a non-numeric version", http_request("GET", "/v1/watch?node=worker1&version=x"), 400, "numbers"),
+    ("watch without node", http_request("GET", "/v1/controlplane/watch"), 400, "node"),
+    ("watch of an unknown node", http_request("GET", "/v1/controlplane/watch?node=nosuch&timeout=0"), 404, "nosuch"),
+    ("watch with a non-numeric version", http_request("GET", "/v1/controlplane/watch?node=worker1&resourceVersion=x"),
+     400, "a number"),
+    ("watch of a version not in the history", http_request(
+        "GET", "/v1/controlplane/watch?node=worker1&resourceVersion=99999999&timeout=0"), 410, "list again"),
+    ("object watch of another epoch", http_request(
+        "GET", "/v1/objects/watch?kind=Pod&resourceVersion=1&epoch=other&timeout=0"), 410, "list again"),
+    ("status of an unknown Pod", http_request("POST", "/v1/status", b'{"kind": "Pod", "namespace": "default", '
+                                              b'"name": "nosuch", "status": {}}'), 404, "not found"),
     ("body over 4 MiB", http_request("POST", "/v1/apply", b"x" * 65536, "application/yaml", 5 * 1024 * 1024), 413,
      "limit"),
     ("wrong method", http_request("DELETE", "/v1/apply"), 405, "not allowed"),

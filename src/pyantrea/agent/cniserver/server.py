@@ -8,30 +8,22 @@ of an ADD undoes what it did (IPAM lease, veth, OVS port, flows) and answers wit
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pyantrea.agent.bridge import pod_port_commands
 from pyantrea.agent.cniserver import ipam
 from pyantrea.agent.cniserver import pod as podnet
-from pyantrea.apis.k8s import PodInterface
+from pyantrea.apis.k8s import NodeNetwork, PodInterface, PodPin, interface_name
 from pyantrea.errors import CNIError, PyantreaError
-
-if TYPE_CHECKING:
-    from pyantrea.agent.daemon import Agent
+from pyantrea.ovs.vsctl import OVSDB
 
 SUPPORTED_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]
-
-
-def interface_name(pod_name: str, container_id: str) -> str:
-    """Antrea's host veth name: 8 chars of the Pod name, '-', 6 hex of SHA-1(container id)."""
-    return f"{pod_name[:8]}-{hashlib.sha1(container_id.encode()).hexdigest()[:6]}"
 
 
 def parse_args(s: str) -> dict[str, str]:
@@ -80,9 +72,41 @@ class Request:
         self.ip = self.args.get("IP") or None
 
 
+class PodNetwork(Protocol):
+    """What the CNI server needs of the agent: the pod configurator (`agent.podconfigurator`)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def ipam_dir(self) -> str: ...
+
+    @property
+    def mtu(self) -> int: ...
+
+    @property
+    def datapath(self) -> str: ...
+
+    @property
+    def bridge_name(self) -> str: ...
+
+    @property
+    def db(self) -> OVSDB: ...
+
+    def network(self) -> NodeNetwork: ...
+
+    def pin(self, namespace: str, name: str) -> PodPin | None: ...
+
+    def by_container(self, cid: str) -> PodInterface | None: ...
+
+    def pod_added(self, iface: PodInterface, port_uuid: str) -> None: ...
+
+    def remove_interface(self, iface: PodInterface) -> None: ...
+
+
 class CNIServer:
-    def __init__(self, agent: Agent):
-        self.agent = agent
+    def __init__(self, pods: PodNetwork):
+        self.pods = pods
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self.latencies: dict[str, list[float]] = defaultdict(list)
@@ -118,9 +142,9 @@ class CNIServer:
 
     # ------------------------------------------------------------------------------------- ADD
     def add(self, req: Request) -> dict[str, Any]:
-        a = self.agent
+        a = self.pods
         podnet.check_netns(req.netns)
-        existing = a.ifstore.by_container(req.container_id)
+        existing = a.by_container(req.container_id)
         if existing is not None:
             return self.result(req, existing, podnet.link_mac(existing.interface))
         net = a.network()
@@ -134,9 +158,9 @@ class CNIServer:
                                                   ipaddress.IPv4Address(net.gateway_ip)):
                 raise CNIError(7, f"requested IP {req.ip} is outside the node's Pod CIDR {net.pod_cidr} "
                                   "or reserved", f"node {a.node}")
-        expected = a.expected_interface(req.pod_ns, req.pod_name)
-        host_name = expected.interface if expected else interface_name(req.pod_name or req.container_id,
-                                                                        req.container_id)
+        pin = a.pin(req.pod_ns, req.pod_name)  # a NodeInterfaces pin: requested name, ofport, MAC
+        host_name = (pin.interface if pin is not None and pin.interface else
+                     interface_name(req.pod_name or req.container_id, req.container_id))
         undo: list[Any] = []
         try:
             lease = ipam.host_local("ADD", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip,
@@ -149,7 +173,7 @@ class CNIServer:
             iface_addr = ipaddress.IPv4Interface(ips[0]["address"])
             ip = str(iface_addr.ip)
             host_mac, pod_mac = podnet.create_veth(host_name, req.netns, req.ifname, a.mtu,
-                                                   expected.mac if expected else None)
+                                                   pin.mac if pin is not None else None)
             undo.append(lambda: podnet.delete_veth(host_name))
             if a.datapath == "netdev":
                 podnet.isolate(host_name)
@@ -157,9 +181,10 @@ class CNIServer:
             podnet.host_up(host_name)
             podnet.configure_pod(req.netns, req.ifname, ip, subnet.prefixlen, net.gateway_ip,
                                  tx_off=a.datapath == "netdev")
-            iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name,
-                                 expected.ofport if expected else 0, pod_mac, ip, req.container_id)
-            a.db.transact(pod_port_commands(a.bridge_name, iface, pin_ofport=expected is not None))
+            requested_ofport = pin.ofport if pin is not None and pin.ofport else 0
+            iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name, requested_ofport, pod_mac, ip,
+                                 req.container_id)
+            a.db.transact(pod_port_commands(a.bridge_name, iface, pin_ofport=requested_ofport > 0))
             undo.append(lambda: a.db.transact(a.db.del_port(a.bridge_name, host_name)))
             ofport = a.db.wait_ofport(host_name, timeout=5.0)
             iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name, ofport, pod_mac, ip, req.container_id)
@@ -179,7 +204,7 @@ class CNIServer:
         return self.result(req, iface, host_mac)
 
     def result(self, req: Request, iface: PodInterface, host_mac: str) -> dict[str, Any]:
-        net = self.agent.network()
+        net = self.pods.network()
         prefix = ipaddress.IPv4Network(net.pod_cidr).prefixlen
         ip_entry: dict[str, Any] = {"address": f"{iface.ip}/{prefix}", "gateway": net.gateway_ip, "interface": 1}
         if req.version in ("0.3.0", "0.3.1", "0.4.0"):
@@ -197,23 +222,23 @@ class CNIServer:
 
     # ------------------------------------------------------------------------------------- DEL
     def delete(self, req: Request) -> dict[str, Any]:
-        a = self.agent
+        a = self.pods
         net = a.network()
         try:
             ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip, a.ipam_dir,
                             None, req.cni_path, req.netns or "/dev/null")
         except CNIError:
             pass  # DEL must be idempotent: a missing lease is not an error
-        iface = a.ifstore.by_container(req.container_id)
+        iface = a.by_container(req.container_id)
         if iface is not None:
             a.remove_interface(iface)
         return {}
 
     # ------------------------------------------------------------------------------------- CHECK
     def check(self, req: Request) -> dict[str, Any]:
-        a = self.agent
+        a = self.pods
         podnet.check_netns(req.netns)
-        iface = a.ifstore.by_container(req.container_id)
+        iface = a.by_container(req.container_id)
         if iface is None:
             raise CNIError(3, f"container {req.container_id} is unknown to the agent on {a.node}")
         net = a.network()

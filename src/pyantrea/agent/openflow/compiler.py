@@ -8,7 +8,7 @@ from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
 from pyantrea.agent.openflow.policy import policy_flows
 from pyantrea.apis.k8s import NodeNetwork
-from pyantrea.controller.networkpolicy import NodePolicyView
+from pyantrea.apis.controlplane import NodePolicyView
 from pyantrea.ovs.flow import Flow, sort_flows
 
 

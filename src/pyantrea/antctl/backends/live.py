@@ -1,8 +1,14 @@
-"""antctl's live backend: the running lab's controller and agents, over their unix sockets."""
+"""antctl's live backend: the running lab's controller and agents, over their unix sockets.
+
+Every answer comes from the component that owns it: objects (IPs, clusterIPs, Endpoints) from the
+controller's API server, ports, MACs, ofports, rules and conj_ids from each node's agent. Nothing
+is recomputed here."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from pathlib import Path
 from typing import Any
 
 from pyantrea.antctl.backends.base import ClusterQueries
@@ -10,7 +16,6 @@ from pyantrea.apis import controlplane as cp
 from pyantrea.errors import NotFoundError, PyantreaError
 from pyantrea.httpapi import APIClient
 from pyantrea.k8s.cluster import Cluster
-from pyantrea.k8s.complete import load_cluster
 from pyantrea.lab.state import lab_dir
 from pyantrea.ovs.trace import TraceResult, parse_trace
 
@@ -42,7 +47,51 @@ class LabBackend(ClusterQueries):
                                 "or give --cluster DIR to work offline)")
         self.ctl = APIClient(str(sock))
         self._state: _LiveState | None = None
-        self.cluster: Cluster = load_cluster(self.dir / "controller" / "state")
+        self._cluster: Cluster | None = None
+
+    @property
+    def cluster(self) -> Cluster:  # type: ignore[override]  # the base's attribute, fetched on first use
+        """The controller's objects, with each node's network as its agent reports it (fetched once)."""
+        if self._cluster is None:
+            from pyantrea.agent.daemon import load_config
+            from pyantrea.apis.k8s import NodeNetwork
+            from pyantrea.controller.store import cluster_of
+            from pyantrea.k8s.informer import decode
+            from pyantrea.k8s.loader import AGENT_CONF
+            from pyantrea.lab.state import LabPaths, LabState
+
+            st = LabState.load(LabPaths(self.dir))
+            conf = Path(st.folder) / AGENT_CONF if st is not None and st.folder else None
+            config = load_config(str(conf) if conf is not None and conf.is_file() else None)
+            objs = [decode(d) for d in self.ctl.get("/v1/objects")["items"]]
+            base = cluster_of(objs, config)
+            nets = []
+            for n in base.nodes:
+                if not (n.pod_cidr and n.node_ip):
+                    continue
+                net = self._agent_network(n.name)
+                if net is None:  # its agent is down: what the Node object says, no ports
+                    net = NodeNetwork(n.name, n.node_ip, n.pod_cidr,
+                                      str(ipaddress.IPv4Network(n.pod_cidr).network_address + 1), "")
+                nets.append(net)
+            self._cluster = cluster_of(objs, config, tuple(nets))
+        return self._cluster
+
+    def _agent_network(self, node: str) -> Any:
+        from pyantrea.apis.k8s import NodeNetwork, PodInterface
+
+        sock = self.dir / "nodes" / node / "agent.sock"
+        if not sock.exists():
+            return None
+        try:
+            d = APIClient(str(sock), timeout=10).get("/v1/network")
+        except (OSError, PyantreaError):
+            return None
+        ifaces = tuple(sorted((PodInterface(i["podNamespace"], i["podName"], node, i["interfaceName"],
+                                            int(i["ofPort"]), i["mac"], i["ip"], i.get("containerID", ""))
+                               for i in d["interfaces"]), key=lambda i: i.ofport))
+        return NodeNetwork(d["name"], d["nodeIP"], d["podCIDR"], d["gatewayIP"], d["gatewayMAC"], d["gatewayName"],
+                           int(d["gatewayOFPort"]), d["tunnelName"], int(d["tunnelOFPort"]), ifaces)
 
     def close(self) -> None:
         pass
@@ -117,8 +166,11 @@ class LabBackend(ClusterQueries):
 
     def trace_packet(self, node: str, port: str | None, source: str | None, destination: str | None,
                      flow: str, ct_next: list[str]) -> TraceResult:
-        ans = self.agent(node).post("/v1/trace-packet", {"port": port, "source": source, "destination": destination,
-                                                          "flow": flow, "ctNext": ct_next})
+        from pyantrea.agent.tracepacket import build_flow
+
+        # -S/-D are resolved here, against the whole cluster (the agent knows only its own node)
+        built = build_flow(self.cluster, node, port, source, destination, flow)
+        ans = self.agent(node).post("/v1/trace-packet", {"flow": built, "ctNext": ct_next})
         names = {int(k): v for k, v in ans["portNames"].items()}
         trace = parse_trace(ans["text"], self.cluster.config.ovs_bridge) if ans["ok"] else None
         return TraceResult(node, ans["flow"], ans["text"], trace, names, 1)
@@ -126,40 +178,15 @@ class LabBackend(ClusterQueries):
 
     # ---------------------------------------------------------------- traceflow / reachability (issue 4)
     def node_network(self, node: str) -> Any:
-        """The node's br-int as its agent has it: the live Pod interfaces (ofports, MACs) and the gateway
-        MAC of its SpoofGuard flow, over the cluster model's addresses."""
-        import dataclasses
-
-        from pyantrea.apis.k8s import PodInterface
-
-        base = self.cluster.network(node)
-        ag = self.agent(node)
-        ifaces = tuple(sorted((PodInterface(i["podNamespace"], i["podName"], node, i["interfaceName"], int(i["ofPort"]),
-                                            i["mac"], i["ip"], i.get("containerID", ""))
-                               for i in ag.get("/v1/podinterfaces")), key=lambda i: i.ofport))
-        gw_mac = base.gateway_mac
-        for line in ag.get("/v1/ovsflows?format=ofctl&table=10")["lines"]:
-            m = re.search(r'arp,in_port="?%s"?,arp_spa=%s,arp_sha=([0-9a-f:]{17})' % (re.escape(base.gateway_name),
-                                                                                   re.escape(base.gateway_ip)), line)
-            if m:
-                gw_mac = m.group(1)
-        return dataclasses.replace(base, interfaces=ifaces, gateway_mac=gw_mac)
+        """The node's br-int as its agent has it: its Pod interfaces (ofports, MACs), gateway and tunnel."""
+        self.agent(node)  # a clear error when the agent is not running
+        return self.cluster.network(node)
 
     def policy_rules(self, node: str) -> list[Any]:
-        """The agent's OpenFlow policy rules: `compute_rules` over the agent's own view (its policies, groups
-        and interface store), with a fresh conj_id allocator, exactly as the agent computes them."""
-        from pyantrea.agent.networkpolicy import ConjIDAllocator, compute_rules
-        from pyantrea.controller.networkpolicy import NodePolicyView
+        """The agent's own OpenFlow policy rules, with the conj_ids it installed (its rule cache)."""
+        from pyantrea.agent.networkpolicy import rule_from_dict
 
-        ag = self.agent(node)
-        view = NodePolicyView(
-            node,
-            tuple(cp.policy_from_dict(p) for p in ag.get("/v1/networkpolicies")),
-            {g["name"]: cp.atg_from_dict(g) for g in ag.get("/v1/appliedtogroups")},
-            {g["name"]: cp.ag_from_dict(g) for g in ag.get("/v1/addressgroups")},
-        )
-        ifaces = {i.pod_key: i for i in self.node_network(node).interfaces}
-        return compute_rules(view, ifaces, ConjIDAllocator())
+        return [rule_from_dict(d) for d in self.agent(node).get("/v1/ofrules")]
 
     def kube_proxy_rules(self, node: str) -> Any:
         """kube-proxy's rules on the node: what the lab wrote with `render_iptables` (same model, same cluster)."""
