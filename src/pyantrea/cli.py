@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pyantrea import __version__
-from pyantrea.errors import PyantreaError, report
+from pyantrea.errors import run_cli
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("agent", "controller"):  # the daemons parse their own options
         if argv[0] == "agent":
@@ -75,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         ap.print_help()
         return 2
-    try:
-        return int(a.func(a))
-    except PyantreaError as e:
-        return report(e)
+    return int(a.func(a))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
 import sys
+from collections.abc import Callable
 from typing import TextIO
+
+EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 class PyantreaError(Exception):
@@ -50,3 +55,46 @@ def report(e: PyantreaError, out: TextIO | None = None, what: str = "in the clus
     else:
         print(f"Error: {e}", file=out)
     return 1
+
+
+def run_cli(body: Callable[[], int], what: str = "in the cluster folder") -> int:
+    """Run a command line's body; the one place the three CLIs (pyantrea, antctl, pyantrea lab)
+    turn errors into exit statuses: a PyantreaError is reported (exit 1); a stdout whose reader
+    has gone (`antctl ... | head -1`) ends the command quietly with 141, as SIGPIPE would, with
+    no traceback and no "Exception ignored" at exit."""
+    try:
+        try:
+            code = body()
+        except SystemExit:  # argparse's --help and usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
+    except PyantreaError as e:
+        return report(e, what=what)
+    except BrokenPipeError as e:
+        if not _stdout_closed():
+            print(f"Error: {e}", file=sys.stderr)  # a socket's, not stdout's: a real error
+            return 1
+        _discard_stdout()
+        return EXIT_SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """stdout is a pipe or socket whose reader has gone (poll says POLLERR / POLLHUP)."""
+    try:
+        p = select.poll()
+        p.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _discard_stdout() -> None:
+    """Point stdout's fd at /dev/null, so that what is still buffered goes nowhere at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -18,7 +18,7 @@ from pyantrea import __version__
 from pyantrea.antctl import output
 from pyantrea.antctl.backends import Backend, backend_for
 from pyantrea.apis.controlplane import to_dict
-from pyantrea.errors import PyantreaError, report
+from pyantrea.errors import PyantreaError, run_cli
 
 Handler = Callable[[Backend, argparse.Namespace], str]
 
@@ -232,16 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     if not getattr(a, "handler", None):
         ap.print_help()
         return 2
-    try:
-        with backend_for(a.cluster, a.lab_dir) as b:
-            sys.stdout.write(a.handler(b, a))
-    except PyantreaError as e:
-        return report(e)
+    with backend_for(a.cluster, a.lab_dir) as b:
+        sys.stdout.write(a.handler(b, a))
     return 0
 
 

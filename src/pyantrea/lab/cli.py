@@ -4,23 +4,15 @@ sub-parsers; ``python -m pyantrea.lab`` runs the same commands standalone."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from pyantrea.errors import PyantreaError, report
+from pyantrea.errors import run_cli
 
 __all__ = ["add_lab_parser", "cmd_lab", "main"]
 
 
 def cmd_lab(a: argparse.Namespace) -> int:
-    try:
-        return _cmd_lab(a)
-    except BrokenPipeError:  # `pyantrea lab status | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-def _cmd_lab(a: argparse.Namespace) -> int:
+    """The lab's commands (errors and a closed stdout, `lab status | head`, are `run_cli`'s)."""
     from pyantrea.lab.lab import Lab, default_folder
 
     lab = Lab(jobs=getattr(a, "jobs", 4))
@@ -85,17 +77,19 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run_cli(lambda: _main(argv), what="")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="pyantrea")
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
     add_lab_parser(sub)
     args = ["lab", *(sys.argv[1:] if argv is None else argv)]
     a = ap.parse_args(args)
-    try:
-        return int(a.func(a))
-    except PyantreaError as e:
-        return report(e, what="")
-    except KeyboardInterrupt:
-        return 130
+    return int(a.func(a))
 
 
 if __name__ == "__main__":
