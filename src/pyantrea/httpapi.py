@@ -14,6 +14,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -29,6 +30,12 @@ from pyantrea.errors import (
 )
 
 MAX_BODY = 4 * 1024 * 1024
+# A body over MAX_BODY is answered 413 at once, then what the client still sends of it is read and
+# dropped (at most DRAIN_MAX bytes, for at most DRAIN_TIMEOUT seconds) before the connection is
+# closed: a client that sends its whole body before it reads (http.client does) gets the 413
+# instead of a broken pipe or a reset connection.
+DRAIN_MAX = 16 * MAX_BODY
+DRAIN_TIMEOUT = 5.0
 
 
 class HTTPError(Exception):
@@ -57,8 +64,9 @@ class Request:
     def text(self) -> str:
         try:
             return self.body.decode()
-        except UnicodeDecodeError:
-            raise HTTPError(400, "body is not UTF-8 text") from None
+        except UnicodeDecodeError as e:
+            raise HTTPError(400, f"body is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+                            ) from None
 
 
 Handler = Callable[[Request], Any]  # returns a JSON-able object, or (status, object), or str (text/plain)
@@ -125,6 +133,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _handle(self) -> None:
+        drain = 0  # bytes of a refused body still to read and drop once answered
         try:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -136,7 +145,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the body's end is unknown: this connection is done
                 raise HTTPError(400, "bad Content-Length")
             if length > MAX_BODY:
-                self.close_connection = True  # the body is not read
+                self.close_connection = True  # the body is not kept: answered first, then drained
+                drain = length
                 raise HTTPError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
             body = self.rfile.read(length) if length else b""
             status, ctype, payload = self.server.router.dispatch(Request(self.command, url.path, query, body))
@@ -154,7 +164,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            return
+        if drain:
+            self._drain(drain)
+
+    def _drain(self, length: int) -> None:
+        """Read and drop up to ``length`` bytes of the body (bounded by DRAIN_MAX / DRAIN_TIMEOUT)."""
+        left = min(length, DRAIN_MAX)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        try:
+            while left > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return
+                self.connection.settimeout(wait)
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:  # timeout, reset: the connection is closed all the same
+            return
 
     do_GET = _handle
     do_POST = _handle

@@ -591,11 +591,10 @@ class Lab:
     # ------------------------------------------------------------------------------ apply / delete
 
     def apply(self, file: str, delete: bool = False) -> int:
+        from pyantrea.lab.manifest import read_manifest
+
         self.check_host()
-        try:
-            text = sys.stdin.read() if file == "-" else Path(file).read_text()
-        except OSError as e:
-            raise LabError(f"{file}: {e.strerror or e}") from None
+        text = read_manifest(file)  # UTF-8, at most one request's 4 MiB: checked before anything is sent
         with self.paths.locked():
             self.require_state()
             if self.controller_ref() is None:
