@@ -50,6 +50,34 @@ def test_invalid_manifests_change_nothing(lab: RelLab) -> None:
     assert lab.controller_version() == v0 and sorted(lab.refresh().pods) == pods0
 
 
+LIVE_INVALID = [
+    ("a Pod in a namespace that does not exist",
+     "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: nowhere}\nspec: {containers: [{name: c, image: x}]}\n",
+     "<stdin> (document 1): Pod nowhere/p: namespace 'nowhere' not found"),
+    ("a Pod name that is no DNS-1123 subdomain",
+     "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name!}\nspec: {containers: [{name: c, image: x}]}\n",
+     "metadata.name \"Bad_Name!\""),
+    ("a label value with a space",
+     "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: front end!}}\nspec: {containers: [{name: c, image: x}]}\n",
+     "front end!"),
+    ("a NetworkPolicy of an unknown apiVersion",
+     "apiVersion: networking.k8s.io/v2\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}}\n",
+     "networking.k8s.io/v2"),
+    ("a kind the API server does not serve",
+     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n", "ConfigMap"),
+]
+
+
+@pytest.mark.parametrize("name,text,words", LIVE_INVALID, ids=[c[0] for c in LIVE_INVALID])
+def test_live_invalid_objects_are_refused_and_change_nothing(lab: RelLab, name: str, text: str, words: str) -> None:
+    v0 = lab.controller_version()
+    pods0 = sorted(lab.refresh().pods)
+    p = lab.apply_text(text, check=False, settle=False)
+    assert p.returncode == 1 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "<stdin>" in p.stderr and "<request>" not in p.stderr and "pa-ctl-" not in p.stderr, p.stderr
+    assert lab.controller_version() == v0 and sorted(lab.refresh().pods) == pods0
+
+
 def test_live_antctl_errors(lab: RelLab) -> None:
     def antctl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pyantrea.antctl.main", *args], capture_output=True, text=True,
