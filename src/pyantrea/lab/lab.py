@@ -780,38 +780,39 @@ class Lab:
         with self.paths.locked():
             s = LabState.load(self.paths) or LabState()
             self.state = s
+            # 1.-3. every process the lab started, only by its pid (and start time), each step's all
+            #    at once: SIGTERM, SIGKILL after the grace period, and a wait until each is gone,
+            #    every thread of it (bounded: grace + 3 s a step). One still there after its SIGKILL
+            #    (stuck in the kernel) stops `down` before anything else is removed: its pidfile and
+            #    lab.json stay for the next `down`.
+            from pyantrea.lab.procs import stop_all
+
             # 1. workloads
-            for p in s.pods.values():
-                if p.workload is not None:
-                    p.workload.stop(grace=0.5)
-            for pidf in (root / "pods").glob("*/workload.pid"):
-                ref = ProcRef.from_pidfile(pidf, "pyantrea.lab.workload")
-                if ref is not None:
-                    ref.stop(grace=0.5)
+            procs: list[tuple[str, ProcRef | None]] = [(f"workload {p.key}", p.workload) for p in s.pods.values()]
+            procs += [(f"workload {f.parent.name}", ProcRef.from_pidfile(f, "pyantrea.lab.workload"))
+                      for f in sorted((root / "pods").glob("*/workload.pid"))]
+            stuck = stop_all(procs, grace=0.5)
             # 2. agents, controller
-            for n in s.nodes.values():
-                if n.agent is not None:
-                    n.agent.stop(grace=1.0)
-            for pidf in (root / "nodes").glob("*/agent.pid"):
-                ref = ProcRef.from_pidfile(pidf, str(pidf.parent))
-                if ref is not None:
-                    ref.stop(grace=1.0)
-            if s.controller is not None:
-                s.controller.stop(grace=1.0)
-            ref = ProcRef.from_pidfile(self.paths.controller_dir / "controller.pid", str(self.paths.controller_dir))
-            if ref is not None:
-                ref.stop(grace=1.0)
-            # 3. OVS of every node dir (Sandbox.stop only touches pids of its own pidfiles)
+            procs = [(f"agent {n.name}", n.agent) for n in s.nodes.values()]
+            procs += [(f"agent {f.parent.name}", ProcRef.from_pidfile(f, str(f.parent)))
+                      for f in sorted((root / "nodes").glob("*/agent.pid"))]
+            procs += [("controller", s.controller),
+                      ("controller", ProcRef.from_pidfile(self.paths.controller_dir / "controller.pid",
+                                                          str(self.paths.controller_dir)))]
+            stuck += stop_all(procs, grace=1.0)
+            # 3. OVS of every node dir (Sandbox.stop only touches pids of its own pidfiles and returns
+            #    when both daemons are gone), then the pids recorded at start, should a pidfile be gone
             by_dir = {str(self.paths.ovs_dir(n.name)): n.netns for n in s.nodes.values()}
             for d in sorted((root / "nodes").glob("*/ovs")):
                 try:
                     nodes.sandbox_for(d, by_dir.get(str(d), "")).stop(timeout=3.0)
                 except PyantreaError as e:
                     self.say(f"warning: {e}")
-            for n in s.nodes.values():
-                for r in (n.vswitchd, n.ovsdb):
-                    if r is not None:
-                        r.stop(grace=1.0)
+            stuck += stop_all([(f"{what} {n.name}", r) for n in s.nodes.values()
+                               for what, r in (("ovs-vswitchd", n.vswitchd), ("ovsdb-server", n.ovsdb))], grace=1.0)
+            if stuck:
+                raise LabError(f"still running after SIGKILL: {', '.join(stuck)}; nothing else was removed "
+                               "(run `pyantrea lab down` again)")
             # 4. namespaces: every pa-* if they are ours (or nobody's). If another lab (another run
             #    dir) owns them, the names this lab recorded are that lab's now: leave them all.
             owner = nodes.namespaces_owner()

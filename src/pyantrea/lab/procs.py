@@ -2,7 +2,9 @@
 
 A pid alone can be recycled; the start time (field 22 of /proc/PID/stat, in clock ticks since
 boot) cannot be the same for two processes with the same pid, so `ProcRef.alive()` and
-`ProcRef.kill()` never touch a process the lab did not start.
+`ProcRef.kill()` never touch a process the lab did not start. Every stop waits until the process
+is gone, every thread of it (`pyantrea.process`), with SIGKILL after the grace period and a
+bounded wait.
 """
 
 from __future__ import annotations
@@ -10,42 +12,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProcRef", "start_detached", "start_time"]
+from pyantrea.process import cmdline, exited, reap, send, stat_fields, terminate, wait_exited
+from pyantrea.process import start_time as start_time
 
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    try:
-        return stat[stat.rindex(")") + 2:].split()
-    except ValueError:
-        return None
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks after boot), None if there is no such process."""
-    f = _stat_fields(pid)
-    if f is None or len(f) < 20:
-        return None
-    return int(f[19])
-
-
-def cmdline(pid: int) -> str:
-    """The process's argv joined with NULs ("" if gone)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
+__all__ = ["ProcRef", "start_detached", "start_time", "stop_all"]
 
 
 @dataclass(frozen=True)
@@ -84,51 +59,63 @@ class ProcRef:
         return d
 
     def alive(self) -> bool:
-        """The very process we started is running (a zombie counts as gone)."""
+        """The very process we started is running (a zombie counts as gone once its every thread
+        has exited)."""
         if self.pid <= 1 or self.pid == os.getpid():
             return False
-        f = _stat_fields(self.pid)
-        if f is None or len(f) < 20:
-            return False
-        if f[0] in ("Z", "X"):
+        f = stat_fields(self.pid)
+        if f is None:
             return False
         if self.start is not None:
-            return int(f[19]) == self.start
+            return int(f[19]) == self.start and not exited(self.pid, self.start)
+        if exited(self.pid, None):
+            return False
         return self.hint is None or self.hint in cmdline(self.pid)
+
+    def identity(self) -> int | None:
+        """The start time to wait on: the recorded one, else (a pidfile's ref) the current one of a
+        process `alive()` has just said is ours."""
+        return self.start if self.start is not None else start_time(self.pid)
 
     def kill(self, sig: int = signal.SIGKILL, wait: float = 5.0) -> bool:
         """Send ``sig`` if it is still our process; wait until it is gone (reaping it if it is our
-        child). True when it is gone."""
+        child), at most ``wait`` seconds. True when it is gone."""
         if not self.alive():
             self._reap()
             return True
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            self._reap()
-            if not self.alive():
-                return True
-            time.sleep(0.01)
-        return not self.alive()
+        start = self.identity()
+        send(self.pid, start, sig)
+        return not wait_exited({self.pid: start}, wait)
 
-    def stop(self, grace: float = 2.0) -> bool:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.kill(signal.SIGTERM, grace):
-            return True
-        return self.kill(signal.SIGKILL, 3.0)
+    def stop(self, grace: float = 2.0, kill_wait: float = 3.0) -> bool:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns when the process is gone (True)
+        or ``kill_wait`` seconds after the SIGKILL (False: it is stuck in the kernel)."""
+        return not stop_all([("", self)], grace, kill_wait)
 
     def _reap(self) -> None:
-        try:
-            os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        except OSError:
-            pass
+        reap(self.pid)
+
+
+def stop_all(procs: Iterable[tuple[str, ProcRef | None]], grace: float = 2.0, kill_wait: float = 3.0) -> list[str]:
+    """Stop every process of ``procs`` ((name, ref) pairs; None refs and refs that are no longer
+    the lab's processes are skipped, each pid once) all at once: SIGTERM, SIGKILL after ``grace``
+    seconds to those left, then wait at most ``kill_wait``. Returns "NAME (pid N)" of every process
+    still there after that: [] unless one is stuck in the kernel."""
+    targets: dict[int, int | None] = {}
+    names: dict[int, str] = {}
+    for name, ref in procs:
+        if ref is None or ref.pid in targets:
+            continue
+        if not ref.alive():
+            ref._reap()
+            continue
+        start = ref.identity()
+        if start is None:
+            continue  # gone between the two reads
+        targets[ref.pid] = start
+        names[ref.pid] = name
+    left = terminate(targets, grace, kill_wait)
+    return [f"{names[pid]} (pid {pid})".lstrip() for pid in sorted(left)]
 
 
 def start_detached(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -32,6 +31,8 @@ from pyantrea.errors import OVSError
 from pyantrea.ovs.ofctl import OFBridge
 from pyantrea.ovs.unixctl import Unixctl
 from pyantrea.ovs.vsctl import OVSDB, run_tool
+from pyantrea.process import cmdline as process_cmdline
+from pyantrea.process import exited, start_time, terminate, wait_exited
 
 Datapath = Literal["dummy", "netdev"]
 
@@ -215,18 +216,22 @@ class Sandbox:
         return self.ovsdb_pid is not None and self.vswitchd_pid is not None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop both daemons: ``exit --cleanup`` / ``exit`` over unixctl, wait, then SIGTERM and
-        SIGKILL only the pids from our own pidfiles if still alive. Idempotent."""
+        """Stop both daemons, ovs-vswitchd first: ``exit --cleanup`` / ``exit`` over unixctl, wait
+        up to ``timeout`` until it is gone (every thread of it), then SIGTERM and SIGKILL (2 s each)
+        only the pid from our own pidfile. Returns when both are gone; raises OVSError naming the
+        one that is not (after the other was stopped too). Idempotent."""
         self._close_unixctl()
-        vs = self.vswitchd_pid
-        db = self.ovsdb_pid
-        if vs is not None:
-            self._appctl_quiet(self.vswitchd_ctl, ["exit", "--cleanup"], timeout)
-        if db is not None:
-            self._appctl_quiet(self.ovsdb_ctl, ["exit"], timeout)
-        for pid, name in ((vs, "ovs-vswitchd"), (db, "ovsdb-server")):
-            if pid is not None:
-                _terminate(pid, name, self.rundir, timeout)
+        stuck: list[str] = []
+        for pid, name, ctl, args in ((self.vswitchd_pid, "ovs-vswitchd", self.vswitchd_ctl, ["exit", "--cleanup"]),
+                                     (self.ovsdb_pid, "ovsdb-server", self.ovsdb_ctl, ["exit"])):
+            if pid is None:
+                continue
+            start = start_time(pid)  # identity, taken while it is certainly ours
+            self._appctl_quiet(ctl, args, timeout)
+            if not _terminate(pid, start, timeout):
+                stuck.append(f"{name} (pid {pid}, {self.rundir})")
+        if stuck:
+            raise OVSError(f"{' and '.join(stuck)} did not exit after SIGKILL")
         for name in ("ovs-vswitchd", "ovsdb-server"):
             for link in self.rundir.glob(f"{name}.*.ctl"):
                 if link.is_symlink():
@@ -245,12 +250,8 @@ class Sandbox:
         what a node's OVS restart does. Flows, tunnel ARP and conntrack are lost; OVSDB is kept."""
         self._close_unixctl()
         pid = self.vswitchd_pid
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _wait_gone(pid, "ovs-vswitchd", self.rundir, timeout)
+        if pid is not None and terminate({pid: start_time(pid)}, timeout, sig=signal.SIGKILL):
+            raise OVSError(f"ovs-vswitchd (pid {pid}, {self.rundir}) did not exit after SIGKILL")
         self._start_vswitchd()
 
     def __enter__(self) -> Self:
@@ -291,45 +292,26 @@ class Sandbox:
 
 
 def _alive(pid: int | None, name: str, rundir: Path) -> bool:
-    """``pid`` is a live (non-zombie) ``name`` process started for ``rundir``."""
-    if pid is None or pid <= 0:
+    """``pid`` is a live ``name`` process started for ``rundir`` (a zombie is not, once its every
+    thread has exited: `pyantrea.process.exited`)."""
+    if pid is None or pid <= 0 or exited(pid, None):
         return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        state = stat[stat.rindex(")") + 2:].split()[0]
-        if state in ("Z", "X"):
-            return False
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().decode(errors="replace")
-        if not cmdline:
-            # an exiting process has released its memory (empty cmdline) but is not a zombie
-            # yet: still ours while its command name matches
+    cmdline = process_cmdline(pid)
+    if not cmdline:
+        # an exiting process has released its memory (empty cmdline) but is not gone yet: still
+        # ours while its command name matches
+        try:
             with open(f"/proc/{pid}/comm", "rb") as f:
                 return f.read().decode(errors="replace").strip() == name[:15]
-    except (OSError, ValueError, IndexError):
-        return False
+        except OSError:
+            return False
     # guards against a recycled pid: the process must be ours
     return name in cmdline and str(rundir) in cmdline
 
 
-def _wait_gone(pid: int, name: str, rundir: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid, name, rundir):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _terminate(pid: int, name: str, rundir: Path, timeout: float) -> None:
-    if _wait_gone(pid, name, rundir, timeout):
-        return
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if _wait_gone(pid, name, rundir, wait):
-            return
-    raise OVSError(f"{name} (pid {pid}, {rundir}) did not exit")
+def _terminate(pid: int, start: int | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the process (pid, start) to exit as it was asked to, then SIGTERM
+    and SIGKILL it (2 s each). True when it is gone."""
+    if start is None or not wait_exited({pid: start}, timeout):
+        return True
+    return not terminate({pid: start}, 2.0, 2.0)
