@@ -187,9 +187,9 @@ def test_read_manifest_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", _Stdin(b"#" * (MAX_BODY + 5)))
     with pytest.raises(LabError) as e:
         read_manifest("-")
-    assert str(e.value) == f"-: more than {MAX_BODY} bytes: over the 4 MiB limit of one request"
+    assert str(e.value) == f"<stdin>: more than {MAX_BODY} bytes: over the 4 MiB limit of one request"
     monkeypatch.setattr(sys, "stdin", _Stdin(b"\x80"))
-    with pytest.raises(LabError, match=r"^-: not UTF-8 text \(byte 0x80 at offset 0\)$"):
+    with pytest.raises(LabError, match=r"^<stdin>: not UTF-8 text \(byte 0x80 at offset 0\)$"):
         read_manifest("-")
 
 

@@ -17,9 +17,10 @@ _LIMIT = f"over the {MAX_BODY // (1024 * 1024)} MiB limit of one request"
 
 
 def read_manifest(file: str) -> str:
-    """The text of ``file`` ('-': stdin). Raises LabError naming the file when it cannot be read,
+    """The text of ``file`` ('-': stdin, named ``<stdin>``). Raises LabError naming the file when it cannot be read,
     is over the limit (a regular file's size is checked before it is read, any other is read at
     most one byte past the limit) or is not UTF-8 (naming the first bad byte and its offset)."""
+    name = "<stdin>" if file == "-" else file
     try:
         if file == "-":
             data = sys.stdin.buffer.read(MAX_BODY + 1)
@@ -30,10 +31,10 @@ def read_manifest(file: str) -> str:
                     raise LabError(f"{file}: {st.st_size} bytes: {_LIMIT}")
                 data = f.read(MAX_BODY + 1)
     except OSError as e:
-        raise LabError(f"{file}: {e.strerror or e}") from None
+        raise LabError(f"{name}: {e.strerror or e}") from None
     if len(data) > MAX_BODY:
-        raise LabError(f"{file}: more than {MAX_BODY} bytes: {_LIMIT}")
+        raise LabError(f"{name}: more than {MAX_BODY} bytes: {_LIMIT}")
     problem = not_utf8(data)
     if problem is not None:
-        raise LabError(f"{file}: {problem}")
+        raise LabError(f"{name}: {problem}")
     return data.decode("utf-8")
