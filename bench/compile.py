@@ -34,6 +34,7 @@ Run:  python bench/compile.py            (defaults: 100 nodes x 100 Pods, 1000 p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import ipaddress
 import os
@@ -51,13 +52,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pyantrea.agent.networkpolicy import ipblock_cidrs
+from pyantrea.agent.networkpolicy import ConjIDAllocator, compute_rules, ipblock_cidrs
 from pyantrea.agent.openflow import tables as T
 from pyantrea.agent.openflow.compiler import NodeFlows, compile_node
 from pyantrea.agent.openflow.pipeline import PeerNode, PipelineConfig
-from pyantrea.agent.openflow.policy import service_matches
+from pyantrea.agent.openflow.policy import policy_flows, service_matches
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import (
     ContainerPort,
@@ -671,6 +672,64 @@ def trace_memory(syn: Synthetic, node: str, rss_before_kib: int) -> None:
           f"{mib(rss_after * 1024)} after it (tracemalloc's own bookkeeping included)", flush=True)
 
 
+def incremental(state: PolicyState, node: str, net: NodeNetwork) -> None:
+    """What one controlplane event costs the agent of `node`: apply it to the rule cache, reconcile the
+    policies it touches, and compute the flow mods (the per-rule index); the OVS install is not timed.
+    Prints `incremental: <event>: N ms, M flow mods` for the three events the issue names."""
+    from pyantrea.agent.controllerwatch import RuleCache
+    from pyantrea.agent.openflow.policy import PolicyFlowIndex
+
+    view = state.node_view(node)
+    listing = {"networkPolicies": [cp.to_dict(p) for p in view.policies],
+               "appliedToGroups": [cp.to_dict(g) for g in view.applied_to_groups.values()],
+               "addressGroups": [cp.to_dict(g) for g in view.address_groups.values()]}
+    ifaces = {i.pod_key: i for i in net.interfaces}
+    cache = RuleCache(node)
+    cache.reset(listing, ifaces)
+    index = PolicyFlowIndex()
+    index.update([], cache.all_rules())
+    # the AddressGroup used by the most policies on the node, a policy with rules, and another one
+    uses = Counter(g for p in view.policies for r in p.rules for g in r.peer.address_groups)
+    ag = max(uses, key=lambda g: (uses[g], g)) if uses else None
+    pols = [p for p in view.policies if p.rules]
+    events: list[tuple[str, dict[str, Any]]] = []
+    if ag is not None:
+        member = {"namespace": "bench-incremental", "name": "new-pod", "ip": "10.255.255.7", "node": "elsewhere"}
+        events.append((f"add a Pod to an AddressGroup (used by {uses[ag]} of the node's policies)",
+                       {"type": "MODIFIED", "kind": "AddressGroup",
+                        "patch": {"name": ag, "addedPods": [member], "removedPods": []}}))
+    if pols:
+        p = pols[0]
+        r0 = p.rules[0]
+        changed = dataclasses.replace(p, rules=(dataclasses.replace(r0, services=(cp.Service("TCP", 65000),)),)
+                                      + p.rules[1:])
+        events.append((f"change one policy ({p.key}: its first rule's ports)",
+                       {"type": "MODIFIED", "kind": "NetworkPolicy", "object": cp.to_dict(changed)}))
+    if len(pols) > 1:
+        events.append((f"delete one policy ({pols[1].key})",
+                       {"type": "DELETED", "kind": "NetworkPolicy", "object": cp.to_dict(pols[1])}))
+    for what, ev in events:
+        gc.collect()
+        t0 = time.perf_counter()
+        touched = cache.apply([ev])
+        removed, added = cache.reconcile(touched, ifaces)
+        ups, dels = index.update(removed, added)
+        ms = (time.perf_counter() - t0) * 1000
+        print(f"incremental: {what}: {ms:.1f} ms, {len(ups) + len(dels)} flow mods "
+              f"({len(ups)} add/modify, {len(dels)} delete; {len(touched)} policies reconciled)", flush=True)
+    full = sorted(f.dump_text() for f in index.flows())
+    ref = sorted(f.dump_text() for f in policy_flows(cache.all_rules()))
+    fresh = _rule_set(compute_rules(cache.view(), ifaces, ConjIDAllocator()))
+    print(f"incremental check: the index holds the compiler's flows for the cache's rules: "
+          f"{'yes' if full == ref else 'NO'}; the cache's rules are those of a fresh compute (conj_ids aside): "
+          f"{'yes' if _rule_set(cache.all_rules()) == fresh else 'NO'}")
+
+
+def _rule_set(rules: list[Any]) -> list[tuple[object, ...]]:
+    return sorted((r.policy, r.rule_index, r.direction, tuple(sorted(set(r.from_))), tuple(sorted(set(r.to))),
+                   repr(r.services)) for r in rules)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Time pyantrea's controller computation, the compilation of the busiest node's flows "
@@ -761,6 +820,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"flows on {busiest}: {len(flows.flows)}")
     print(f"flows per table: {per_table(flows)}", flush=True)
     del view
+
+    # 3b. the agent's per-event path on that node: rule cache + per-rule flow index
+    incremental(state, busiest, net)
 
     # 4. memory: a separate, untimed pass (tracemalloc slows every allocation down several times)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules
+import dataclasses
+
+from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules, peer_clause
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import PodInterface
 from pyantrea.errors import PyantreaError
@@ -28,6 +30,10 @@ class RuleCache:
         self.alloc = ConjIDAllocator()
         self.rules: dict[str, list[OFRule]] = {}  # by policy ns/name
         self.lock = threading.RLock()
+        # since the last reconcile: groups changed by member patches only, and policies that must be
+        # recomputed whole (the policy itself or its AppliedToGroup changed)
+        self._patched: set[str] = set()
+        self._whole: set[str] = set()
 
     def view(self) -> cp.NodePolicyView:
         with self.lock:
@@ -71,22 +77,70 @@ class RuleCache:
                 name = ev["patch"]["name"] if "patch" in ev else (
                     f"{ev['object']['namespace']}/{ev['object']['name']}" if kind == "NetworkPolicy"
                     else ev["object"]["name"])
-                touched |= self.touched_by(kind, name)  # before (a policy that stops using a group)
+                now = self.touched_by(kind, name)  # before (a policy that stops using a group)
                 cp.apply_event(self.objects, ev)
-                touched |= self.touched_by(kind, name)  # and after
+                now |= self.touched_by(kind, name)  # and after
+                if kind == "AddressGroup" and "patch" in ev:
+                    self._patched.add(name)
+                else:
+                    self._whole |= now
+                touched |= now
         return touched
 
-    def reconcile(self, policies: set[str], interfaces: Mapping[str, PodInterface]) -> int:
-        """Recompute the rules of `policies` only. Returns how many rules they now have."""
-        if not policies:
-            return 0
+    def reconcile(self, policies: set[str], interfaces: Mapping[str, PodInterface]) -> tuple[list[OFRule], list[OFRule]]:
+        """Recompute the rules of `policies` only. Returns (their rules before, their rules now).
+
+        A policy touched only by AddressGroup member patches keeps its rules and conj_ids: only the
+        peer clauses of the rules that use a patched group are rebuilt (once per distinct peer), unless
+        such a rule groups its peers by named port (egress to named ports), which is recomputed whole.
+        """
         with self.lock:
-            rules = compute_rules(self.view(), interfaces, self.alloc, only=set(policies))
-            for k in policies:
-                self.rules.pop(k, None)
-            for r in rules:
-                self.rules.setdefault(r.policy, []).append(r)
-            return len(rules)
+            patched, whole = self._patched, self._whole
+            self._patched, self._whole = set(), set()
+            if not policies:
+                return [], []
+            pols = self.objects["NetworkPolicy"]
+            full: set[str] = set()
+            fast: list[str] = []
+            for k in sorted(policies):
+                p = pols.get(k)
+                if k in whole or p is None or not patched or any(
+                        r.direction == "Out" and any(s.named for s in r.services or ())
+                        for r in p.rules if set(r.peer.address_groups) & patched):
+                    full.add(k)
+                else:
+                    fast.append(k)
+            before: list[OFRule] = []
+            after: list[OFRule] = []
+            if fast:
+                view = self.view()
+                clauses: dict[object, tuple[Any, ...]] = {}
+                for k in fast:
+                    p = pols[k]
+                    old = self.rules.get(k, [])
+                    new = []
+                    for r in old:
+                        peer = p.rules[r.rule_index].peer
+                        if not set(peer.address_groups) & patched:
+                            new.append(r)
+                            continue
+                        ck = (peer.address_groups, peer.ip_blocks)
+                        if ck not in clauses:
+                            clauses[ck] = peer_clause(view, peer)
+                        t = clauses[ck]
+                        new.append(dataclasses.replace(r, from_=t) if r.direction == "In" else
+                                   dataclasses.replace(r, to=t))
+                    if new != old:
+                        before += old
+                        after += new
+                        self.rules[k] = new
+            if full:
+                rules = compute_rules(self.view(), interfaces, self.alloc, only=full)
+                before += [r for k in sorted(full) for r in self.rules.pop(k, [])]
+                for r in rules:
+                    self.rules.setdefault(r.policy, []).append(r)
+                after += rules
+            return before, after
 
 
 class ControllerWatch:
@@ -94,18 +148,21 @@ class ControllerWatch:
 
     def __init__(self, client: APIClient, node: str, cache: RuleCache,
                  interfaces: Callable[[], Mapping[str, PodInterface]],
-                 install: Callable[[], None], log: Callable[[str], None]):
+                 install: Callable[[list[OFRule], list[OFRule]], object], reinstall: Callable[[], None],
+                 log: Callable[[str], None], lock: threading.RLock | None = None):
         self.client = client
         self.node = node
         self.cache = cache
         self.interfaces = interfaces
-        self.install = install  # installs the cache's rules as flows (under the agent's lock)
+        self.install = install  # replaces some rules' flows by others' (the per-rule path)
+        self.reinstall = reinstall  # installs every rule's flows (after a re-list)
         self.log = log
         self.rv = 0
         self.epoch = ""
         self.events = 0  # controlplane events received
         self.lists = 0
-        self.lock = threading.RLock()
+        # the agent's lock: a reconcile and the install of its flows are one step, whoever triggers it
+        self.lock = lock or threading.RLock()
 
     def list(self) -> None:
         listing = self.client.get(f"/v1/controlplane/list?node={self.node}", timeout=30)
@@ -126,7 +183,7 @@ class ControllerWatch:
         with self.lock:
             if events:
                 touched = self.cache.apply(events)
-                self.cache.reconcile(touched, self.interfaces())
+                self.install(*self.cache.reconcile(touched, self.interfaces()))
                 self.events += len(events)
             self.rv = int(ans["resourceVersion"])
         return len(events)
@@ -135,15 +192,13 @@ class ControllerWatch:
         backoff = 0.2
         while not stop.is_set():
             try:
-                n = self.step()
-                if n:
-                    self.install()
+                self.step()
                 backoff = 0.2
             except GoneError as e:
                 self.log(f"controlplane: {e}; listing again")
                 try:
                     self.list()
-                    self.install()
+                    self.reinstall()
                 except (OSError, PyantreaError) as e2:
                     self.log(f"controlplane list failed: {e2}")
                     stop.wait(backoff)

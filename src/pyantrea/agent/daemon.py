@@ -31,7 +31,7 @@ from pyantrea.agent.initializer import Initializer
 from pyantrea.agent.interfacestore import InterfaceStore
 from pyantrea.agent.openflow.client import FlowClient
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
-from pyantrea.agent.openflow.policy import policy_flows
+from pyantrea.agent.openflow.policy import PolicyFlowIndex, policy_flows
 from pyantrea.agent.podconfigurator import PodConfigurator
 from pyantrea.agent.route.client import RouteClient
 from pyantrea.apis.k8s import AgentConfig, NodeNetwork, PodInterface
@@ -70,6 +70,7 @@ class Agent:
     route: RouteClient
     ofbridge: OFBridge
     flows: FlowClient
+    policy_index: PolicyFlowIndex
 
     def __init__(self, node: str, controller: str, ovs_rundir: str, rundir: str, datapath: str = "system",
                  stale_flow_delay: float = 10.0, config: str | None = None):
@@ -95,7 +96,8 @@ class Agent:
         self.pins = Informer(source, "NodeInterfaces", node=node, log=say)
         self.pods = Informer(source, "Pod", node=node, log=say)
         self.rules = RuleCache(node)
-        self.controlplane = ControllerWatch(self.ctl, node, self.rules, self.interfaces, self.install_policy, say)
+        self.controlplane = ControllerWatch(self.ctl, node, self.rules, self.interfaces, self.install_policy,
+                                            self.reinstall_policy, say, self.lock)
         self.init = Initializer(self, say)
         self.podconf = PodConfigurator(self, say)
         self.cni = CNIServer(self.podconf)
@@ -127,6 +129,7 @@ class Agent:
                                                           round_num=self.round))
 
     def policy_flows(self) -> list[Any]:
+        """Every policy flow, in the compiler's order (what the offline compiler gives for these rules)."""
         return policy_flows(self.rules.all_rules(), self.round)
 
     def desired(self) -> dict[str, list[Any]]:
@@ -142,6 +145,8 @@ class Agent:
 
     def sync_all(self, initial: bool = False) -> None:
         with self.lock:
+            self.policy_index = PolicyFlowIndex(self.round)
+            self.policy_index.update([], self.rules.all_rules())
             changes: dict[str, Any] = dict(self.desired())
             if initial:
                 # One bundle replaces whatever the bridge holds (a previous agent's flows, leftovers
@@ -152,10 +157,20 @@ class Agent:
                     changes.setdefault(name, None)
                 self.flows.update(changes)
 
-    def install_policy(self) -> None:
-        """The rule cache changed: install its flows (one bundle with only the flow mods needed)."""
+    def install_policy(self, removed: list[Any], added: list[Any],
+                       changes: dict[str, Any] | None = None) -> int:
+        """Rules were replaced (a reconcile): send only the flow mods they need, with `changes` of other
+        families (a Pod's own flows) in the same bundle. Returns the number of flow mods sent."""
         with self.lock:
-            self.flows.update({"policy": self.policy_flows()})
+            ups, dels = self.policy_index.update(removed, added)
+            return self.flows.update(changes or {}, {"policy": (ups, dels)})
+
+    def reinstall_policy(self) -> None:
+        """The rule cache was listed anew: rebuild the index and send the difference."""
+        with self.lock:
+            self.policy_index = PolicyFlowIndex(self.round)
+            self.policy_index.update([], self.rules.all_rules())
+            self.flows.update({"policy": self.policy_index.flows()})
 
     def _node_changed(self, node: Any) -> None:
         """A Node was added, changed or removed: its peer flows and the host's routes follow."""

@@ -310,5 +310,18 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
     return out
 
 
+def peer_clause(view: NodePolicyView, peer: cp.NetworkPolicyPeer) -> tuple[Address, ...]:
+    """The addresses of a peer as `compute_rules` lists them (its groups' members with an IP, by key,
+    then its IP blocks): what an AddressGroup patch changes in the rules that use the group."""
+    members: dict[str, cp.GroupMemberPod] = {}
+    for g in peer.address_groups:
+        for m in view.address_groups[g].pods if g in view.address_groups else ():
+            members.setdefault(m.key, m)
+    ordered = members.values() if len(peer.address_groups) == 1 else [members[k] for k in sorted(members)]
+    addrs = [Address.net(m.ip) for m in ordered if m.ip]
+    addrs += [Address.net(c) for b in peer.ip_blocks for c in ipblock_cidrs(b)]
+    return tuple(_dedup(addrs))
+
+
 def _dedup(addrs: list[Address]) -> list[Address]:
     return list(dict.fromkeys(addrs))

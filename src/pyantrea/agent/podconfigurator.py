@@ -72,16 +72,15 @@ class PodConfigurator:
         """A new Pod touches its own flows and the rules of the policies applied to it."""
         with self.a.lock:
             self.ifstore.add(iface, port_uuid)
-            self.a.rules.reconcile(self.a.rules.policies_of_pod(iface.pod_key), self.a.interfaces())
-            self.a.flows.update({f"pod/{iface.interface}": self.a.builder().pod_flows(iface),
-                                 "policy": self.a.policy_flows()})
+            removed, added = self.a.rules.reconcile(self.a.rules.policies_of_pod(iface.pod_key), self.a.interfaces())
+            self.a.install_policy(removed, added, {f"pod/{iface.interface}": self.a.builder().pod_flows(iface)})
 
     def remove_interface(self, iface: PodInterface) -> None:
         """DEL: flows first (so a reused ofport cannot lose a new Pod's flows), then port, then veth."""
         with self.a.lock:
             self.ifstore.remove(iface.interface)
-            self.a.rules.reconcile(self.a.rules.policies_of_pod(iface.pod_key), self.a.interfaces())
-            self.a.flows.update({f"pod/{iface.interface}": None, "policy": self.a.policy_flows()})
+            removed, added = self.a.rules.reconcile(self.a.rules.policies_of_pod(iface.pod_key), self.a.interfaces())
+            self.a.install_policy(removed, added, {f"pod/{iface.interface}": None})
         self.a.db.transact(self.a.db.del_port(self.a.bridge_name, iface.interface))
         if self.a.datapath == "netdev":
             podnet.unisolate(iface.interface)

@@ -33,13 +33,16 @@ class FlowClient:
         with self.lock:
             return sort_flows(f for fam in self.families.values() for f in fam.values())
 
-    def update(self, changes: dict[str, Iterable[Flow] | None]) -> int:
-        """Set the flows of some families (None deletes a family). Returns the number of flow mods sent.
-
-        The work is proportional to the families changed, not to the whole flow table.
+    def update(self, changes: dict[str, Iterable[Flow] | None],
+               patches: dict[str, tuple[Iterable[Flow], Iterable[Flow]]] | None = None) -> int:
+        """Set the flows of some families (None deletes a family) and patch others ((upserts, deletes)
+        of a family whose changed flows the caller knows), all in one bundle. Returns the number of flow
+        mods sent. The work is proportional to the families changed, not to the whole flow table.
         """
         with self.lock:
             lines: list[str] = []
+            for name, (ups, dels) in (patches or {}).items():
+                lines += self._patch_lines(name, ups, dels)
             staged: dict[str, dict[FlowKey, Flow]] = {}
             for name, flows in changes.items():
                 staged[name] = {} if flows is None else {f.key: f for f in flows}
@@ -62,6 +65,26 @@ class FlowClient:
                 else:
                     self.families.pop(name, None)
             return len(lines)
+
+    def patch(self, name: str, upserts: Iterable[Flow], deletes: Iterable[Flow]) -> int:
+        """Add or modify some flows of one family and delete others, in one bundle (the per-rule path:
+        the caller knows exactly which flows changed). Returns the number of flow mods sent."""
+        return self.update({}, {name: (upserts, deletes)})
+
+    def _patch_lines(self, name: str, upserts: Iterable[Flow], deletes: Iterable[Flow]) -> list[str]:
+        fam = self.families.setdefault(name, {})
+        lines: list[str] = []
+        for f in deletes:
+            if fam.pop(f.key, None) is not None:
+                lines.append("delete_strict " + f.strict_match_text())
+        for f in upserts:
+            o = fam.get(f.key)
+            if o is None or not _same(o, f):
+                lines.append("add " + f.install_text())
+            fam[f.key] = f
+        if not fam:
+            self.families.pop(name, None)
+        return lines
 
     def reset(self, families: dict[str, Iterable[Flow]]) -> int:
         """Make the bridge hold exactly these families' flows, in one bundle (agent start, spec §11.1).

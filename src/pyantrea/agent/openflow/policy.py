@@ -8,6 +8,7 @@ so the output does not depend on insertion order.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 from pyantrea.agent.networkpolicy import Address, OFRule
 from pyantrea.agent.openflow import tables as T
@@ -149,3 +150,158 @@ def policy_flows(rules: list[OFRule], round_num: int = 1) -> list[Flow]:
     for r in rules:
         pf.add_rule(r)
     return pf.flows()
+
+
+ConjKey = tuple[int, int, int]  # conj_id, clause, n_clauses
+MatchKey = tuple[int, str, object]  # table, direction field ("" for a service match), Address | Match
+
+
+class PolicyFlowIndex:
+    """The policy flows of a node, kept up to date rule by rule (Antrea's per-rule reconciler).
+
+    Every rule contributes its action flow, a conjunction to the match flow of each of its clause
+    values, and a reference to the default drop flow of each address it isolates. The index keeps
+    who contributes what, so replacing some rules by others touches only the flows whose
+    conjunctions or references change, and `update` returns exactly those flow mods. The flows it
+    holds are the same set `policy_flows` builds from the same rules.
+    """
+
+    def __init__(self, round_num: int = 1, pipeline: T.Pipeline = T.ARTICLE):
+        self.round = round_num
+        self.p = pipeline
+        self.actions: dict[int, Flow] = {}
+        self.conjs: dict[MatchKey, set[ConjKey]] = {}
+        self.drops: dict[tuple[int, Match], int] = {}  # (table, match) -> references
+
+    # ------------------------------------------------------------------ contributions of one rule
+    def _action(self, r: OFRule) -> Flow:
+        ingress = r.direction == "In"
+        table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+        reg = "NXM_NX_REG6" if ingress else "NXM_NX_REG5"
+        next_table = self.p.next(T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT)
+        return Flow(table, PRIORITY_LOW, match(conj_id=r.conj_id, proto="ip"),
+                    (Load(r.conj_id, reg), Goto(next_table)), cookie(self.round, Category.POLICY))
+
+    @staticmethod
+    def _conj_contrib(r: OFRule) -> set[tuple[MatchKey, ConjKey]]:
+        ingress = r.direction == "In"
+        table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+        n = 2 + (1 if r.services is not None else 0)
+        to_field = "nw_src" if ingress else "nw_dst"
+        out: set[tuple[MatchKey, ConjKey]] = set()
+        for clause, fld, addrs in ((1, "nw_src", r.from_), (2, to_field, r.to)):
+            c = (r.conj_id, clause, n)
+            out.update(((table, fld, a), c) for a in addrs)
+        for svc in r.services or ():
+            for m in _service_matches(svc):
+                out.add(((table, "", m), (r.conj_id, 3, n)))
+        return out
+
+    @staticmethod
+    def _drop_contrib(r: OFRule) -> set[tuple[int, Match]]:
+        ingress = r.direction == "In"
+        table = T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT
+        fld = "" if ingress else "nw_src"
+        return {(table, address_match(a, fld)) for a in (r.to if ingress else r.from_)}
+
+    # ------------------------------------------------------------------ flows
+    def _match_flow(self, key: MatchKey) -> Flow | None:
+        conjs = self.conjs.get(key)
+        if not conjs:
+            return None
+        table, fld, v = key
+        m = v if isinstance(v, Match) else address_match(v, fld)  # type: ignore[arg-type]
+        return Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(conjs))),  # type: ignore[arg-type]
+                    cookie(self.round, Category.POLICY))
+
+    def _drop_flow(self, key: tuple[int, Match]) -> Flow:
+        return Flow(key[0], PRIORITY_NORMAL, key[1], (), cookie(self.round, Category.DEFAULT))
+
+    def flows(self) -> list[Flow]:
+        out = list(self.actions.values())
+        out += [f for k in self.conjs for f in [self._match_flow(k)] if f is not None]
+        out += [self._drop_flow(k) for k, refs in self.drops.items() if refs > 0]
+        return out
+
+    def update(self, removed: list[OFRule], added: list[OFRule]) -> tuple[list[Flow], list[Flow]]:
+        """Replace the rules `removed` by `added`. Returns (flows to add or modify, flows to delete)."""
+        # A rule replaced by one with the same conj_id, direction and services (an AddressGroup patch)
+        # differs only in clause values: diff those (once per distinct pair of clause lists) instead of
+        # listing both rules' every contribution.
+        by_id = {r.conj_id: r for r in removed}
+        same: list[tuple[OFRule, OFRule]] = []
+        rest_old: list[OFRule] = []
+        rest_new: list[OFRule] = []
+        for r in added:
+            o = by_id.pop(r.conj_id, None)
+            if o is not None and o.direction == r.direction and o.services == r.services:
+                same.append((o, r))
+            else:
+                rest_new.append(r)
+                if o is not None:
+                    rest_old.append(o)
+        rest_old += by_id.values()
+        old_c: set[tuple[MatchKey, ConjKey]] = set().union(*map(self._conj_contrib, rest_old)) if rest_old else set()
+        new_c: set[tuple[MatchKey, ConjKey]] = set().union(*map(self._conj_contrib, rest_new)) if rest_new else set()
+        diffs: dict[tuple[int, int], tuple[set[Address], set[Address]]] = {}
+        old_d: Counter[tuple[int, Match]] = Counter(d for r in rest_old for d in self._drop_contrib(r))
+        new_d: Counter[tuple[int, Match]] = Counter(d for r in rest_new for d in self._drop_contrib(r))
+        for o, r in same:
+            ingress = r.direction == "In"
+            table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+            n = 2 + (1 if r.services is not None else 0)
+            for clause, fld, a, b in ((1, "nw_src", o.from_, r.from_),
+                                      (2, "nw_src" if ingress else "nw_dst", o.to, r.to)):
+                if a is b or a == b:
+                    continue
+                dk = (id(a), id(b))
+                if dk not in diffs:
+                    sa, sb = set(a), set(b)
+                    diffs[dk] = (sa - sb, sb - sa)
+                lost, won = diffs[dk]
+                c = (r.conj_id, clause, n)
+                old_c.update(((table, fld, x), c) for x in lost)
+                new_c.update(((table, fld, x), c) for x in won)
+                if clause == (2 if ingress else 1):  # the clause whose addresses get default drops
+                    dtable = T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT
+                    dfld = "" if ingress else "nw_src"
+                    old_d.update((dtable, address_match(x, dfld)) for x in lost)
+                    new_d.update((dtable, address_match(x, dfld)) for x in won)
+        touched: set[MatchKey] = set()
+        for key, c in old_c - new_c:
+            self.conjs[key].discard(c)
+            touched.add(key)
+        for key, c in new_c - old_c:
+            self.conjs.setdefault(key, set()).add(c)
+            touched.add(key)
+        upserts: list[Flow] = []
+        deletes: list[Flow] = []
+        for key in touched:
+            f = self._match_flow(key)
+            if f is None:
+                deletes.append(Flow(key[0], PRIORITY_NORMAL, key[2] if isinstance(key[2], Match)
+                                    else address_match(key[2], key[1]), ()))  # type: ignore[arg-type]
+                self.conjs.pop(key, None)
+            else:
+                upserts.append(f)
+        for dkey in set(old_d) | set(new_d):
+            before = self.drops.get(dkey, 0)
+            after = before - old_d.get(dkey, 0) + new_d.get(dkey, 0)
+            if after > 0:
+                self.drops[dkey] = after
+                if before <= 0:
+                    upserts.append(self._drop_flow(dkey))
+            else:
+                self.drops.pop(dkey, None)
+                if before > 0:
+                    deletes.append(self._drop_flow(dkey))
+        for cid in sorted({r.conj_id for r in removed} - {r.conj_id for r in added}):
+            f = self.actions.pop(cid, None)
+            if f is not None:
+                deletes.append(f)
+        for r in added:
+            f = self._action(r)
+            if self.actions.get(r.conj_id) != f:
+                self.actions[r.conj_id] = f
+                upserts.append(f)
+        return upserts, deletes
