@@ -38,7 +38,7 @@ from pyantrea.apis.k8s import AgentConfig, NodeNetwork, PodInterface
 from pyantrea.errors import PyantreaError
 from pyantrea.httpapi import APIClient, UnixHTTPServer
 from pyantrea.k8s.cluster import Cluster
-from pyantrea.k8s.informer import HTTPSource, Informer
+from pyantrea.k8s.informer import HTTPSource, Informer, ObjectSource
 from pyantrea.k8s.loader import load_files
 from pyantrea.ovs.ofctl import OFBridge
 from pyantrea.ovs.vsctl import OVSDB
@@ -73,7 +73,7 @@ class Agent:
     policy_index: PolicyFlowIndex
 
     def __init__(self, node: str, controller: str, ovs_rundir: str, rundir: str, datapath: str = "system",
-                 stale_flow_delay: float = 10.0, config: str | None = None):
+                 stale_flow_delay: float = 10.0, config: str | None = None, kubeconfig: str | None = None):
         self.node = node
         self.cfg = load_config(config)
         self.bridge_name = self.cfg.ovs_bridge
@@ -90,7 +90,13 @@ class Agent:
         self.ready = threading.Event()
         self.ovs_replays = 0
         say = lambda m: log(node, m)  # noqa: E731
-        source = HTTPSource(controller)
+        source: ObjectSource
+        if kubeconfig:  # Kubernetes mode: the cluster's objects come from kube-apiserver
+            from pyantrea.k8s.kubesource import KubeSource
+
+            source = KubeSource(None if kubeconfig == "in-cluster" else kubeconfig)
+        else:
+            source = HTTPSource(controller)
         self.nodes = Informer(source, "Node", on_add=self._node_changed, on_delete=self._node_changed,
                               on_update=lambda o, n: self._node_changed(n), log=say)
         self.pins = Informer(source, "NodeInterfaces", node=node, log=say)
@@ -224,14 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ovs-rundir", required=True, metavar="DIR", help="this node's OVS run dir (db.sock, br-int.mgmt)")
     ap.add_argument("--rundir", required=True, metavar="DIR", help="where agent.sock and ipam/ live")
     ap.add_argument("--config", metavar="FILE", help="antrea-agent.conf (Antrea's keys; defaults without it)")
+    ap.add_argument("--kubeconfig", metavar="FILE",
+                    help="Kubernetes mode: watch Nodes, this node's Pods and NodeInterfaces in kube-apiserver "
+                         "(this kubeconfig; 'in-cluster' for the ServiceAccount); the controller still serves the "
+                         "controlplane API at --controller")
     ap.add_argument("--datapath", choices=["system", "netdev"], default="system",
                     help="OVS datapath type of br-int (netdev = userspace, the lab)")
     ap.add_argument("--stale-flow-delay", type=float, default=10.0, metavar="S",
                     help="seconds after start before the previous round's flows are removed (spec: 10)")
     a = ap.parse_args(argv)
     try:
-        agent = Agent(a.node, a.controller, a.ovs_rundir, a.rundir, a.datapath, a.stale_flow_delay, a.config)
-    except PyantreaError as e:
+        agent = Agent(a.node, a.controller, a.ovs_rundir, a.rundir, a.datapath, a.stale_flow_delay, a.config,
+                      a.kubeconfig)
+    except Exception as e:  # noqa: BLE001 - also the Kubernetes client's configuration errors
         log(a.node, f"fatal: {e}")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())

@@ -25,7 +25,8 @@ from typing import Any
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import Namespace, NetworkPolicy, Pod
 from pyantrea.controller.networkpolicy import NetworkPolicyController, PolicyState
-from pyantrea.controller.store import Event, Gone, ObjectStore
+from pyantrea.controller.inputs import PolicyInputs
+from pyantrea.controller.store import Gone
 
 POLICY_KINDS = frozenset({"Pod", "Namespace", "NetworkPolicy"})
 KINDS = ("NetworkPolicy", "AppliedToGroup", "AddressGroup")
@@ -72,7 +73,7 @@ def node_event(c: Change, node: str) -> dict[str, Any] | None:
 class ControlPlane:
     """The controller's computed policy state, versioned, with span-filtered watches."""
 
-    def __init__(self, store: ObjectStore, history: int = 50000):
+    def __init__(self, store: PolicyInputs, history: int = 50000):
         self.store = store
         self.cond = threading.Condition()
         self.epoch = uuid.uuid4().hex[:12]
@@ -86,7 +87,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------------ computing
 
-    def on_events(self, events: list[Event]) -> None:
+    def on_events(self, events: list[Any]) -> None:
         if any(e.kind in POLICY_KINDS for e in events):
             self.recompute()
 

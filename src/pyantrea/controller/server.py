@@ -52,9 +52,42 @@ def _number(req: Request, name: str, default: str, cap: float | None = None) -> 
     return min(v, cap) if cap is not None else v
 
 
-def build_router(store: ObjectStore, plane: ControlPlane) -> Router:
+def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
+    """The controller's API; without a store (Kubernetes mode: kube-apiserver has the objects) only the
+    controlplane part."""
     r = Router()
     r.add("GET", "/healthz", lambda req: "ok\n")
+    if store is not None:
+        add_object_routes(r, store)
+
+    def cp_list(req: Request) -> Any:
+        return plane.list(req.query.get("node") or None)
+
+    def cp_watch(req: Request) -> Any:
+        node = req.query.get("node")
+        if not node:
+            raise HTTPError(400, "watch needs ?node=NAME")
+        plane.store.get("Node", "", node)  # 404 for an unknown node
+        try:
+            return plane.watch(node, int(_number(req, "resourceVersion", "0")),
+                               _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
+        except Gone as e:
+            raise HTTPError(410, str(e)) from None
+
+    r.add("GET", "/v1/controlplane/list", cp_list)
+    r.add("GET", "/v1/controlplane/watch", cp_watch)
+    r.add("GET", "/v1/controlplane/stats", lambda req: plane.stats(req.query.get("node") or None))
+    r.add("GET", "/v1/networkpolicies",
+          lambda req: [to_dict(p) for _, p in sorted(plane.state.policies.items())])
+    r.add("GET", "/v1/appliedtogroups",
+          lambda req: [to_dict(g) for _, g in sorted(plane.state.applied_to_groups.items())])
+    r.add("GET", "/v1/addressgroups",
+          lambda req: [to_dict(g) for _, g in sorted(plane.state.address_groups.items())])
+    return r
+
+
+def add_object_routes(r: Router, store: ObjectStore) -> None:
+    """The embedded API server's endpoints."""
     r.add("GET", "/v1/manifests",
           lambda req: yaml.safe_dump_all(store.raw_items(), sort_keys=False))
 
@@ -83,35 +116,11 @@ def build_router(store: ObjectStore, plane: ControlPlane) -> Router:
         return {"resourceVersion": store.set_status(str(body.get("kind", "Pod")), str(body.get("namespace", "")),
                                                     str(body.get("name", "")), body["status"])}
 
-    def cp_list(req: Request) -> Any:
-        return plane.list(req.query.get("node") or None)
-
-    def cp_watch(req: Request) -> Any:
-        node = req.query.get("node")
-        if not node:
-            raise HTTPError(400, "watch needs ?node=NAME")
-        store.get("Node", "", node)  # 404 for an unknown node
-        try:
-            return plane.watch(node, int(_number(req, "resourceVersion", "0")),
-                               _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
-        except Gone as e:
-            raise HTTPError(410, str(e)) from None
-
     r.add("GET", "/v1/objects", objects)
     r.add("GET", "/v1/objects/watch", watch_objects)
     r.add("POST", "/v1/apply", lambda req: store.apply(req.text(), req.query.get("file", "the request body")))
     r.add("POST", "/v1/delete", lambda req: store.delete(req.text(), req.query.get("file", "the request body")))
     r.add("POST", "/v1/status", status)
-    r.add("GET", "/v1/controlplane/list", cp_list)
-    r.add("GET", "/v1/controlplane/watch", cp_watch)
-    r.add("GET", "/v1/controlplane/stats", lambda req: plane.stats(req.query.get("node") or None))
-    r.add("GET", "/v1/networkpolicies",
-          lambda req: [to_dict(p) for _, p in sorted(plane.state.policies.items())])
-    r.add("GET", "/v1/appliedtogroups",
-          lambda req: [to_dict(g) for _, g in sorted(plane.state.applied_to_groups.items())])
-    r.add("GET", "/v1/addressgroups",
-          lambda req: [to_dict(g) for _, g in sorted(plane.state.address_groups.items())])
-    return r
 
 
 def log(msg: str) -> None:
@@ -139,16 +148,57 @@ def open_store(folder: str | Path, state_dir: Path) -> ObjectStore:
     return store
 
 
+def serve(router: Router, rundir: Path, what: str) -> int:
+    server = UnixHTTPServer(str(rundir / "controller.sock"), router, log)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.serve_in_thread()
+    log(f"serving {server.path} ({what})")
+    stop.wait()
+    server.close()
+    return 0
+
+
+def run_kubernetes(kubeconfig: str, config: str | None, rundir: Path) -> int:
+    """Kubernetes mode: kube-apiserver owns the objects; this process computes and serves the
+    controlplane API to the agents."""
+    from pyantrea.agent.daemon import load_config
+    from pyantrea.controller.inputs import InformerInputs
+    from pyantrea.k8s.kubesource import KubeSource
+
+    try:
+        source = KubeSource(None if kubeconfig == "in-cluster" else kubeconfig)
+        inputs = InformerInputs(source, load_config(config), log)
+        plane = ControlPlane(inputs)
+        stop = threading.Event()
+        inputs.start(stop)
+    except PyantreaError as e:
+        log(f"fatal: {e}")
+        return 1
+    except Exception as e:  # noqa: BLE001 - the client's own errors (no kubeconfig, API down)
+        log(f"fatal: cannot reach kube-apiserver: {type(e).__name__}: {e}")
+        return 1
+    return serve(build_router(None, plane), rundir, f"Kubernetes mode, {len(plane.state.policies)} policies")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pyantrea controller",
                                  description="Run the controller: embedded API server + NetworkPolicy computation + "
                                              "the controlplane API agents watch.")
-    ap.add_argument("--cluster", required=True, metavar="DIR", help="the cluster folder to start from")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cluster", metavar="DIR", help="embedded mode: the cluster folder to start from")
+    src.add_argument("--kubeconfig", metavar="FILE",
+                     help="Kubernetes mode: read Namespaces, Nodes, Pods and NetworkPolicies from kube-apiserver "
+                          "(this kubeconfig; 'in-cluster' for the ServiceAccount)")
+    ap.add_argument("--config", metavar="FILE", help="antrea-agent.conf (Kubernetes mode; the cluster's serviceCIDR ...)")
     ap.add_argument("--rundir", required=True, metavar="DIR",
                     help="where controller.sock and state/ (the objects as stored) live")
     a = ap.parse_args(argv)
     rundir = Path(a.rundir)
     rundir.mkdir(parents=True, exist_ok=True)
+    if a.kubeconfig:
+        return run_kubernetes(a.kubeconfig, a.config, rundir)
     # A restarted controller resumes from its persisted objects (allocations included), so changes
     # applied before a crash survive it; --cluster only seeds a new run directory.
     try:
@@ -158,12 +208,5 @@ def main(argv: list[str] | None = None) -> int:
         log("the cluster folder is invalid:\n  " + "\n  ".join(problems))
         return 1
     plane = ControlPlane(store)
-    server = UnixHTTPServer(str(rundir / "controller.sock"), build_router(store, plane), log)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server.serve_in_thread()
-    log(f"serving {server.path} (resourceVersion {store.rv}, {len(plane.state.policies)} policies)")
-    stop.wait()
-    server.close()
-    return 0
+    return serve(build_router(store, plane), rundir,
+                 f"resourceVersion {store.rv}, {len(plane.state.policies)} policies")

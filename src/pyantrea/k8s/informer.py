@@ -3,7 +3,8 @@
 The controller and the agents consume cluster objects only through an `Informer` over an
 `ObjectSource`. Sources:
 - `HTTPSource`: the embedded API server of the lab controller (`controller.store`), over its socket;
-- the Kubernetes API through the official client (the Kubernetes mode; a later source).
+- `k8s.kubesource.KubeSource`: kube-apiserver through the official `kubernetes` client (the
+  Kubernetes lab and real clusters).
 
 An informer lists once, then watches from the list's resourceVersion; on `410 Gone` (history
 lost, or the server restarted) it lists again and turns the difference into handler calls, so a
@@ -13,7 +14,7 @@ consumer sees one consistent sequence of events whatever happened on the way. Er
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from pyantrea.errors import PyantreaError
@@ -45,7 +46,10 @@ class ObjectSource(Protocol):
     def list_objects(self, kind: str, node: str | None) -> tuple[list[dict[str, Any]], int, str]: ...
 
     def watch(self, kind: str, rv: int, timeout: float, node: str | None,
-              epoch: str) -> tuple[list[dict[str, Any]], int]: ...
+              epoch: str) -> Iterable[tuple[dict[str, Any] | None, int]]:
+        """Events after `rv`, as they come, for up to `timeout` seconds: (event, resourceVersion after
+        it); a None event is a bookmark (only the version moves). Raises GoneError (410)."""
+        ...
 
 
 class HTTPSource:
@@ -60,7 +64,7 @@ class HTTPSource:
         return list(ans["items"]), int(ans["resourceVersion"]), str(ans.get("epoch", ""))
 
     def watch(self, kind: str, rv: int, timeout: float, node: str | None,
-              epoch: str) -> tuple[list[dict[str, Any]], int]:
+              epoch: str) -> Iterable[tuple[dict[str, Any] | None, int]]:
         q = (f"/v1/objects/watch?kind={kind}&resourceVersion={rv}&timeout={timeout:g}&epoch={epoch}"
              + (f"&node={node}" if node else ""))
         status, ans = self.client.call("GET", q, timeout=timeout + 10)
@@ -68,7 +72,9 @@ class HTTPSource:
             raise GoneError(str(ans.get("error") if isinstance(ans, dict) else ans))
         if status >= 400:
             raise PyantreaError(f"watch {kind}: HTTP {status}: {ans}")
-        return list(ans["events"]), int(ans["resourceVersion"])
+        events = list(ans["events"])
+        final = int(ans["resourceVersion"])
+        return [*((e, rv) for e in events), (None, final)]
 
 
 Handler = Callable[[Any], None]
@@ -106,7 +112,12 @@ class Informer:
     def sync(self) -> None:
         """List, and turn the difference with the cache into handler calls."""
         items, rv, epoch = self.source.list_objects(self.kind, self.node)
-        fresh = {object_key(d): decode(d) for d in items}
+        fresh = {}
+        for d in items:
+            try:
+                fresh[object_key(d)] = decode(d)
+            except PyantreaError as e:
+                self.log(f"{self.kind} {object_key(d)}: ignored: {e}")
         with self.lock:
             old = self.cache
             self.cache = fresh
@@ -123,26 +134,34 @@ class Informer:
 
     def step(self, timeout: float = 20.0) -> int:
         """One watch round; returns the number of events handled. Raises GoneError."""
-        events, rv = self.source.watch(self.kind, self.rv, timeout, self.node, self.epoch)
-        with self.lock:
-            for ev in events:
-                obj = ev["object"]
-                key = object_key(obj)
-                typ = ev["type"]
-                if typ == "DELETED":
-                    old = self.cache.pop(key, None)
-                    if old is not None:
-                        self.on_delete(old)
-                    continue
-                new = decode(obj)
-                old = self.cache.get(key)
-                self.cache[key] = new
-                if old is None:
-                    self.on_add(new)
-                elif old != new:
-                    self.on_update(old, new)
-            self.rv = rv
-        return len(events)
+        n = 0
+        for ev, rv in self.source.watch(self.kind, self.rv, timeout, self.node, self.epoch):
+            with self.lock:
+                if ev is not None:
+                    self._handle(ev)
+                    n += 1
+                self.rv = rv
+        return n
+
+    def _handle(self, ev: dict[str, Any]) -> None:
+        obj = ev["object"]
+        key = object_key(obj)
+        if ev["type"] == "DELETED":
+            old = self.cache.pop(key, None)
+            if old is not None:
+                self.on_delete(old)
+            return
+        try:
+            new = decode(obj)
+        except PyantreaError as e:  # an object pyantrea cannot read: said once, then ignored
+            self.log(f"{self.kind} {key}: ignored: {e}")
+            return
+        old = self.cache.get(key)
+        self.cache[key] = new
+        if old is None:
+            self.on_add(new)
+        elif old != new:
+            self.on_update(old, new)
 
     def run(self, stop: threading.Event, timeout: float = 20.0) -> None:
         backoff = 0.2
