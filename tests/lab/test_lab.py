@@ -1,14 +1,16 @@
 """The live lab, end to end: the seed cluster up for real, traffic packet by packet (root only).
 
-One lab for the whole module (`pyantrea lab up examples/seed`), torn down by the last test, which
-checks that nothing is left: no pa-* namespace, no process of lab.json, no /etc/netns/pa-*, no lab dir.
+One lab for the whole module (`pyantrea lab up examples/seed`), in its own run dir and with its own
+namespace prefix (pt-), beside any lab a user has up (pa-*, which it never touches); torn down by
+the last test, which checks that nothing of it is left: no pt-* namespace, no process of lab.json,
+no /etc/netns/pt-*, no lab dir. Skipped (failed when CI is set) without root, `ip netns` or OVS
+(conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,34 +24,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed"
-LAB_DIR = "/run/pa-labtest"  # private run dir; namespaces are pa-* whatever the dir
+LAB_DIR = "/run/pa-labtest"  # private run dir ...
+PREFIX = "pt-"  # ... and namespace prefix: a user's lab (pa-*, /run/pyantrea-lab) is left alone
+
+pytestmark = [pytest.mark.lab]
+
+ENV = {**os.environ, "PYANTREA_LAB_DIR": LAB_DIR, "PYANTREA_LAB_PREFIX": PREFIX}
 
 
-def _netns_usable() -> bool:
-    if shutil.which("ip") is None:
-        return False
+def own_netns() -> list[str]:
+    """This module's lab's namespaces (and probes): pt-*."""
     try:
-        return subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _other_lab() -> str | None:
-    try:
-        names = [n for n in os.listdir("/var/run/netns") if n.startswith("pa-")]
+        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(PREFIX))
     except FileNotFoundError:
-        return None
-    return ", ".join(sorted(names)) if names else None
-
-
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
-    pytest.mark.skipif(os.geteuid() == 0 and not _netns_usable(), reason="`ip netns` is not available"),
-    pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="Open vSwitch is not installed"),
-]
-
-ENV = {**os.environ, "PYANTREA_LAB_DIR": LAB_DIR}
+        return []
 
 
 def lab(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -104,15 +92,10 @@ INDEX = "Praqma Network MultiTool (with NGINX) - {pod} - {ip}/24\n"
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[Lab]:
-    other = _other_lab()
-    if other:
-        pytest.skip(f"a lab is already up on this host ({other}): `pyantrea lab down` it first")
     t0 = time.monotonic()
     p = lab("up", str(SEED), check=False, timeout=180)
     elapsed = time.monotonic() - t0
     if p.returncode != 0:
-        if "another lab is up" in p.stderr:  # lost a race with another lab (namespaces are host-wide)
-            pytest.skip(p.stderr.strip())
         lab("down", check=False)
         raise AssertionError(f"lab up failed ({elapsed:.1f} s)\n{p.stdout}\n{p.stderr}")
     print(f"\nlab up: {elapsed:.1f} s")
@@ -127,7 +110,10 @@ def up() -> Iterator[Lab]:
 
 def test_everything_runs(up: Lab) -> None:
     s = up.status
-    assert s["controller"]["alive"]
+    assert s["controller"]["alive"] and s["prefix"] == PREFIX
+    assert all(n["netns"].startswith(PREFIX) for n in s["nodes"]) and s["underlay"]["netns"] == f"{PREFIX}underlay"
+    assert all(p["netns"].startswith(PREFIX) for p in s["pods"])
+    assert json.loads(Path(LAB_DIR, "lab.json").read_text())["prefix"] == PREFIX
     assert sorted(up.nodes) == ["master", "worker1", "worker2"]
     assert all(n["ovs"] and n["agent"] and n["netns_exists"] for n in s["nodes"])
     assert sorted(up.pods) == ["default/backend1", "default/backend2", "default/frontend", OCTANT, COREDNS1,
@@ -365,21 +351,22 @@ def test_bad_cni_requests_get_cni_errors(up: Lab) -> None:
             return p.returncode, p.stdout
 
     before = lab("exec", "worker1", "--", "ovs-vsctl", "list-ports", "br-int").stdout
-    env = kubelet.cni_env("ADD", cid, "pa-nosuch", "default", "ghost", None)
+    env = kubelet.cni_env("ADD", cid, f"{PREFIX}nosuch", "default", "ghost", None)
     rc, out = cni(env, json.dumps(conf))  # no such netns
     assert rc != 0 and isinstance(out, dict) and isinstance(out.get("code"), int) and out.get("msg"), out
     rc, out = cni(kubelet.cni_env("ADD", cid, up.ns("frontend"), "default", "ghost", None), "{not json")
     assert rc != 0 and isinstance(out, dict) and out.get("code") in (6, 7), out  # decoding / invalid config
     rc, out = cni({**env, "CNI_COMMAND": "FROB"}, json.dumps(conf))
     assert rc != 0 and isinstance(out, dict) and out.get("code") == 4, out  # invalid environment variables
-    subprocess.run(["ip", "netns", "add", "pa-cni-probe"], check=True)
+    probe_ns = f"{PREFIX}cni-probe"
+    subprocess.run(["ip", "netns", "add", probe_ns], check=True)
     try:
-        rc, out = cni(kubelet.cni_env("ADD", cid, "pa-cni-probe", "default", "ghost", "10.99.0.5"), json.dumps(conf))
+        rc, out = cni(kubelet.cni_env("ADD", cid, probe_ns, "default", "ghost", "10.99.0.5"), json.dumps(conf))
         assert rc != 0 and isinstance(out, dict) and isinstance(out.get("code"), int), out
-        links = subprocess.run(["ip", "-n", "pa-cni-probe", "-o", "link"], capture_output=True, text=True).stdout
+        links = subprocess.run(["ip", "-n", probe_ns, "-o", "link"], capture_output=True, text=True).stdout
         assert "eth0" not in links
     finally:
-        subprocess.run(["ip", "netns", "del", "pa-cni-probe"], check=False)
+        subprocess.run(["ip", "netns", "del", probe_ns], check=False)
     assert lab("exec", "worker1", "--", "ovs-vsctl", "list-ports", "br-int").stdout == before
     flows = lab("exec", "worker1", "--", "ovs-ofctl", "dump-flows", "br-int").stdout
     assert "10.99.0.5" not in flows
@@ -411,6 +398,10 @@ def test_up_twice_is_safe(up: Lab) -> None:
     assert up.reaches("frontend", "backend1", t=3)
     other = lab("up", str(ROOT / "tests"), check=False)  # another folder while one is up: refused
     assert other.returncode != 0 and "lab down" in other.stderr
+    moved = subprocess.run([sys.executable, "-m", "pyantrea", "lab", "up", str(SEED)], capture_output=True,
+                           text=True, env={**ENV, "PYANTREA_LAB_PREFIX": "pz-"}, cwd=ROOT, timeout=60)
+    assert moved.returncode != 0 and "'pt-' (lab.json)" in moved.stderr  # a lab keeps its prefix
+    assert not Path("/var/run/netns/pz-underlay").exists()
 
 
 def test_zz_down_leaves_nothing(up: Lab) -> None:
@@ -429,12 +420,15 @@ def test_zz_down_leaves_nothing(up: Lab) -> None:
 
     walk(state)
     assert len(refs) >= 1 + 3 * 3 + 6  # controller, 3 x (agent, ovsdb, vswitchd), 6 workloads
+    # other labs (a user's pa-*): their underlay namespaces live as long as they do
+    others = sorted(n for n in os.listdir("/var/run/netns") if n.endswith("underlay") and not n.startswith(PREFIX))
     t0 = time.monotonic()
     lab("down")
     print(f"\nlab down: {time.monotonic() - t0:.1f} s")
     assert [r.pid for r in refs if r.alive()] == []
-    assert [n for n in os.listdir("/var/run/netns") if n.startswith("pa-")] == []
-    assert not Path("/etc/netns").exists() or [n for n in os.listdir("/etc/netns") if n.startswith("pa-")] == []
+    assert own_netns() == []
+    assert [n for n in others if not Path("/var/run/netns", n).exists()] == []  # not ours: left alone
+    assert not Path("/etc/netns").exists() or [n for n in os.listdir("/etc/netns") if n.startswith(PREFIX)] == []
     assert not Path(LAB_DIR).exists()
     assert lab("down").returncode == 0  # idempotent
     assert lab("status", check=False).returncode != 0

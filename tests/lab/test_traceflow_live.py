@@ -1,15 +1,14 @@
 """traceflow and reachability on the live lab (root): the same traces as offline, and --live's real packet.
 
-Uses the lab that is up at the default run dir if there is one (and leaves it up); otherwise brings
-the seed up in a private run dir and takes it down at the end. Skipped when neither is possible
-(not root, no OVS, or another lab's namespaces are in the way).
+Brings the seed up in its own run dir (/run/pa-tftest) with its own namespace prefix (pf-), beside
+any lab a user has up (pa-*, never touched), and takes it down at the end. Skipped (failed when CI
+is set) without root, `ip netns`, OVS or tcpdump (conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,47 +19,35 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed"
-DEFAULT_DIR = Path(os.environ.get("PYANTREA_LAB_DIR") or "/run/pyantrea-lab")
-OWN_DIR = Path("/run/pa-tftest")
+OWN_DIR = Path("/run/pa-tftest")  # private run dir and namespace prefix
+PREFIX = "pf-"
+ENV = {**os.environ, "PYANTREA_LAB_DIR": str(OWN_DIR), "PYANTREA_LAB_PREFIX": PREFIX}
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
-    pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="Open vSwitch is not installed"),
-    pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed"),
-]
+pytestmark = [pytest.mark.lab, pytest.mark.lab_needs("tcpdump")]
 
 
-def _pa_netns() -> list[str]:
+def _own_netns() -> list[str]:
     try:
-        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith("pa-"))
+        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(PREFIX))
     except FileNotFoundError:
         return []
 
 
-def _pyantrea(lab_dir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYANTREA_LAB_DIR=str(lab_dir))
+def _pyantrea(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pyantrea", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+                          env=ENV, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Path]:
-    if (DEFAULT_DIR / "lab.json").exists():
-        st = json.loads((DEFAULT_DIR / "lab.json").read_text())
-        if Path(st.get("folder", "")).resolve() != SEED.resolve():
-            pytest.skip(f"the lab at {DEFAULT_DIR} runs {st.get('folder')}, not the seed")
-        yield DEFAULT_DIR  # someone else's lab: use it, leave it up
-        return
-    if _pa_netns():
-        pytest.skip(f"another lab's namespaces exist ({', '.join(_pa_netns()[:4])}...): not bringing one up")
-    up = _pyantrea(OWN_DIR, "lab", "up", str(SEED))
+    up = _pyantrea("lab", "up", str(SEED))
     try:
         if up.returncode != 0:
-            pytest.skip(f"`pyantrea lab up` failed: {(up.stderr or up.stdout).strip()[-500:]}")
+            raise AssertionError(f"`pyantrea lab up` failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}")
         yield OWN_DIR
     finally:
-        _pyantrea(OWN_DIR, "lab", "down")
+        down = _pyantrea("lab", "down")
+        assert down.returncode == 0 and _own_netns() == [], f"{down.stdout}\n{down.stderr}\nleft: {_own_netns()}"
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +119,8 @@ def test_live_reachability_equals_offline(backends: tuple[Any, Any]) -> None:
 
 
 def _tf_live(lab: Path, *args: str) -> Any:
-    env = dict(os.environ, PYANTREA_LAB_DIR=str(lab))
     p = subprocess.run(["antctl", "--lab-dir", str(lab), "traceflow", *args, "--live", "-o", "json"],
-                       capture_output=True, text=True, timeout=120, env=env)
+                       capture_output=True, text=True, timeout=120, env=ENV)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 

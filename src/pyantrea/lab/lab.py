@@ -6,7 +6,9 @@ kube-proxy's iptables rules; Pods are network namespaces plumbed by the CNI plug
 running a small workload (HTTP on 80; DNS on 53 for the kube-dns Pods).
 
 Every mutating command holds a host-wide lock (the namespaces are host-wide); state is written to
-``lab.json`` *before* a thing is created, so `down` can always undo what exists.
+``lab.json`` *before* a thing is created, so `down` can always undo what exists. Every namespace of
+a lab starts with its prefix (``PYANTREA_LAB_PREFIX``, default ``pa-``, kept in lab.json): labs of
+different prefixes and run dirs run side by side and never touch each other's namespaces.
 """
 
 from __future__ import annotations
@@ -142,6 +144,18 @@ class Lab:
         with self._lock:
             self.state.save(self.paths)
 
+    @property
+    def prefix(self) -> str:
+        """The prefix of this lab's namespaces: lab.json's (a lab keeps the one it was brought up
+        with, whatever the environment says later), else ``PYANTREA_LAB_PREFIX``, else ``pa-``."""
+        if self.state.prefix:
+            return netns.valid_prefix(self.state.prefix, f"{self.paths.state_file}: prefix")
+        return netns.env_prefix()
+
+    @property
+    def underlay_netns(self) -> str:
+        return nodes.underlay_netns(self.prefix)
+
     @staticmethod
     def check_host() -> None:
         if os.geteuid() != 0:
@@ -267,10 +281,10 @@ class Lab:
                                "run `pyantrea lab down` and `lab up` again")
         else:
             net = nodes.underlay_network(n.node_ip for n in nets)
-            self.state.underlay = {"netns": nodes.UNDERLAY_NETNS, "bridge": nodes.UNDERLAY_BRIDGE, "cidr": str(net)}
+            self.state.underlay = {"netns": self.underlay_netns, "bridge": nodes.UNDERLAY_BRIDGE, "cidr": str(net)}
         known = {k: v for k, v in self.state.nodes.items()}
         fresh = nodes.plan_nodes([(n.name, n.node_ip) for n in nets if n.name not in known], net.prefixlen,
-                                 taken=[v.netns for v in known.values()])
+                                 taken=[v.netns for v in known.values()], lab_prefix=self.prefix)
         for p in fresh:
             self.state.nodes[p.name] = NodeState(p.name, p.netns, p.ip, p.prefix, p.mac, p.uplink_peer)
         return [self.state.nodes[n.name] for n in nets]
@@ -292,7 +306,7 @@ class Lab:
         """Namespace, uplink, OVS and br-phy of one node. True if something was (re)built."""
         if self.node_ready(n):
             return False
-        sb = nodes.setup_node(self._plan_of(n), self.paths.ovs_dir(n.name))
+        sb = nodes.setup_node(self._plan_of(n), self.paths.ovs_dir(n.name), self.underlay_netns)
         n.ovsdb = ProcRef.of(sb.ovsdb_pid) if sb.ovsdb_pid else None
         n.vswitchd = ProcRef.of(sb.vswitchd_pid) if sb.vswitchd_pid else None
         self.save()
@@ -381,10 +395,10 @@ class Lab:
 
     def _pod_netns_name(self, namespace: str, name: str) -> str:
         taken = {n.netns for n in self.state.nodes.values()} | {p.netns for p in self.state.pods.values()}
-        taken.add(nodes.UNDERLAY_NETNS)
-        cand = netns.pod_netns_name(namespace, name)
+        taken.add(self.underlay_netns)
+        cand = netns.pod_netns_name(namespace, name, self.prefix)
         if cand in taken:
-            cand = netns.pod_netns_fallback(namespace, name)
+            cand = netns.pod_netns_fallback(namespace, name, self.prefix)
         return cand
 
     def pod_ready(self, p: PodState) -> bool:
@@ -523,22 +537,23 @@ class Lab:
 
     def recorded_netns(self) -> set[str]:
         s = self.state
-        return {n.netns for n in s.nodes.values()} | {p.netns for p in s.pods.values()} | {nodes.UNDERLAY_NETNS}
+        return {n.netns for n in s.nodes.values()} | {p.netns for p in s.pods.values()} | {self.underlay_netns}
 
     def claim_namespaces(self) -> None:
-        """Refuse to bring a lab up while another one (another run dir) owns the pa-* namespaces,
-        which are host-wide; then say they are ours."""
-        owner = nodes.namespaces_owner()
+        """Refuse to bring a lab up while another one (another run dir) owns the namespaces of this
+        lab's prefix, which are host-wide; then say they are ours. Labs of other prefixes do not matter."""
+        owner = nodes.namespaces_owner(self.prefix)
         root = str(self.paths.root)
         if owner is not None and owner != root:
-            raise LabError(f"another lab is up on this host (run dir {owner}): "
-                           f"`PYANTREA_LAB_DIR={owner} pyantrea lab down` it first")
-        strays = sorted(set(netns.list_lab()) - self.recorded_netns())
+            raise LabError(f"another lab (run dir {owner}) owns the {self.prefix}* namespaces: "
+                           f"`PYANTREA_LAB_DIR={owner} pyantrea lab down` it first, or give this lab another "
+                           f"prefix ({netns.PREFIX_ENV}=pt- for instance)")
+        strays = sorted(set(netns.list_lab(self.prefix)) - self.recorded_netns())
         if owner is None and strays:
             raise LabError(f"network namespaces {', '.join(strays[:5])}{' ...' if len(strays) > 5 else ''} exist "
                            "that no lab here created (a lab whose run dir is gone?): `pyantrea lab down` removes "
-                           "every pa-* namespace")
-        nodes.setup_underlay(root)
+                           f"every {self.prefix}* namespace")
+        nodes.setup_underlay(root, self.prefix)
 
     def up(self, folder: str | os.PathLike[str]) -> int:
         self.check_host()
@@ -552,9 +567,13 @@ class Lab:
             if prev is not None and prev.folder and prev.folder != folder_abs:
                 raise LabError(f"a lab of {prev.folder} is up at {self.paths.root}: run `pyantrea lab down` first")
             if prev is not None and prev.folder:
+                asked = os.environ.get(netns.PREFIX_ENV)
+                if asked and asked != self.prefix:
+                    raise LabError(f"the lab at {self.paths.root} has the namespace prefix {self.prefix!r} "
+                                   f"(lab.json), not {netns.PREFIX_ENV}={asked!r}: `pyantrea lab down` it first")
                 self.say(f"lab {self.paths.root} exists ({folder_abs}): checking it, bringing up what is missing")
             else:
-                self.state = LabState(folder=folder_abs)
+                self.state = LabState(folder=folder_abs, prefix=netns.env_prefix())
             cluster0 = load_folder(folder_abs)  # the controller validates and stores it; this says what it is
             self.claim_namespaces()
             for w in cluster0.warnings:
@@ -563,12 +582,12 @@ class Lab:
             self.save()
             self.say(f"cluster {folder}: {len(cluster0.nodes)} nodes, {len(cluster0.pods)} pods, "
                      f"{len(cluster0.services)} services, {len(cluster0.policies)} network policies")
-            nodes.setup_underlay(str(self.paths.root))
+            nodes.setup_underlay(str(self.paths.root), self.prefix)
             self.ensure_controller()
             cluster = self.current_cluster()
             ns_list = self.plan(cluster)
             self.save()
-            self.say(f"underlay {nodes.UNDERLAY_NETNS}: bridge {nodes.UNDERLAY_BRIDGE}, {self.state.underlay['cidr']}")
+            self.say(f"underlay {self.underlay_netns}: bridge {nodes.UNDERLAY_BRIDGE}, {self.state.underlay['cidr']}")
             with ThreadPoolExecutor(max_workers=max(1, len(ns_list))) as ex:
                 list(ex.map(lambda n: self._bring_node(n, ns_list), ns_list))
             self.ensure_agents(ns_list)
@@ -643,6 +662,7 @@ class Lab:
             "folder": s.folder,
             "complete": s.complete,
             "underlay": s.underlay,
+            "prefix": self.prefix,
             "controller": {"pid": ctrl.pid if ctrl else None, "alive": bool(ctrl and ctrl.alive()),
                            "socket": str(self.paths.controller_sock)},
             "nodes": [],
@@ -670,7 +690,7 @@ class Lab:
             print(json.dumps(d, indent=2))
             return 0
         alive = "running" if d["controller"]["alive"] else "DOWN"
-        print(f"lab {d['lab']}  folder {d['folder']}  underlay {d['underlay'].get('cidr', '?')}")
+        print(f"lab {d['lab']}  prefix {d['prefix']}  folder {d['folder']}  underlay {d['underlay'].get('cidr', '?')}")
         print(f"controller  {alive} (pid {d['controller']['pid']})")
         print()
         rows: list[tuple[str, ...]] = [("NODE", "NETNS", "NODE-IP", "OVS", "AGENT")]
@@ -783,6 +803,11 @@ class Lab:
             # 1.-3. every process the lab started, only by its pid (and start time), each step's all
             #    at once: SIGTERM, SIGKILL after the grace period, and a wait until each is gone,
             #    every thread of it (bounded: grace + 3 s a step). One still there after its SIGKILL
+            if s.prefix and not netns.PREFIX_RE.fullmatch(s.prefix):
+                self.say(f"warning: {self.paths.state_file}: {s.prefix!r} is not a lab prefix: "
+                         f"removing the {netns.env_prefix()}* namespaces")
+                s.prefix = ""
+            prefix = self.prefix  # lab.json's, else PYANTREA_LAB_PREFIX's (a corrupt or missing lab.json)
             #    (stuck in the kernel) stops `down` before anything else is removed: its pidfile and
             #    lab.json stay for the next `down`.
             from pyantrea.lab.procs import stop_all
@@ -813,22 +838,23 @@ class Lab:
             if stuck:
                 raise LabError(f"still running after SIGKILL: {', '.join(stuck)}; nothing else was removed "
                                "(run `pyantrea lab down` again)")
-            # 4. namespaces: every pa-* if they are ours (or nobody's). If another lab (another run
-            #    dir) owns them, the names this lab recorded are that lab's now: leave them all.
-            owner = nodes.namespaces_owner()
+            # 4. namespaces: every <prefix>* if they are ours (or nobody's). If another lab (another
+            #    run dir) owns them, the names this lab recorded are that lab's now: leave them all.
+            #    Namespaces of other prefixes are other labs': never touched.
+            owner = nodes.namespaces_owner(prefix)
             if owner is None or owner == str(root):
-                names = {n for n in self.recorded_netns() if n} | set(netns.list_lab())
-                etc = names | set(netns.list_etc_lab())
+                names = {n for n in self.recorded_netns() if n.startswith(prefix)} | set(netns.list_lab(prefix))
+                etc = names | set(netns.list_etc_lab(prefix))
             else:
                 names = etc = set()
-                self.say(f"warning: the pa-* namespaces belong to the lab at {owner}: leaving them")
+                self.say(f"warning: the {prefix}* namespaces belong to the lab at {owner}: leaving them")
             for ns in sorted(names):
                 netns.delete(ns)
             for ns in sorted(etc):
                 netns.remove_etc(ns)
             # 5. the run directory
             shutil.rmtree(root, ignore_errors=True)
-        left = sorted(set(netns.list_lab()) & names)
+        left = sorted(set(netns.list_lab(prefix)) & names)
         if left:
             raise LabError(f"namespaces still present after down: {', '.join(left)}")
         self.say(f"lab down: {root} removed")

@@ -1,6 +1,8 @@
 """Network namespaces and links of the lab, through the `ip`, `sysctl` and `nft` commands.
 
-Every namespace the lab creates is named ``pa-...`` (`PREFIX`); nothing here touches another name.
+Every namespace a lab creates starts with the lab's prefix (``pa-`` by default, `DEFAULT_PREFIX`;
+``PYANTREA_LAB_PREFIX`` chooses another, recorded in lab.json): two labs with different prefixes (and
+run dirs) run side by side on one host. Nothing here touches a name without the prefix it is given.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -16,12 +19,14 @@ from pathlib import Path
 from pyantrea.errors import PyantreaError
 
 __all__ = [
+    "DEFAULT_PREFIX",
     "NETNS_DIR",
-    "PREFIX",
+    "PREFIX_ENV",
     "LabError",
     "add",
     "delete",
     "exec_argv",
+    "env_prefix",
     "exists",
     "ip_batch",
     "isolate",
@@ -30,9 +35,15 @@ __all__ = [
     "pod_netns_name",
     "run",
     "sysctl",
+    "valid_prefix",
 ]
 
-PREFIX = "pa-"
+DEFAULT_PREFIX = "pa-"
+PREFIX_ENV = "PYANTREA_LAB_PREFIX"
+# One to eight of [a-z0-9], then "-", and no other "-": no prefix is then the start of another (nor
+# of a name another lab makes), so `pa-*` and `pt-*` never overlap; "pa-t-" would (Pod t/x of the
+# pa- lab is pa-t-x, as node x of a pa-t- lab).
+PREFIX_RE = re.compile(r"[a-z0-9]{1,8}-")
 NETNS_DIR = Path("/var/run/netns")
 ETC_NETNS = Path("/etc/netns")
 MAX_NETNS_NAME = 48  # ours; the kernel's limit is NAME_MAX (a file in /var/run/netns)
@@ -78,29 +89,42 @@ def ip_batch(ns: str | None, commands: Sequence[str], *, force: bool = False) ->
 # ------------------------------------------------------------------------------------ names
 
 
+def valid_prefix(prefix: str, what: str = PREFIX_ENV) -> str:
+    """``prefix`` if it is a valid lab prefix (see `PREFIX_RE`), else a LabError naming ``what``."""
+    if not PREFIX_RE.fullmatch(prefix):
+        raise LabError(f"{what}={prefix!r}: a lab prefix is 1 to 8 of a-z and 0-9 followed by one '-' "
+                       f"(e.g. {DEFAULT_PREFIX!r}, 'pt-'), and no other '-'")
+    return prefix
+
+
+def env_prefix() -> str:
+    """The prefix of a new lab: ``PYANTREA_LAB_PREFIX`` (validated), else `DEFAULT_PREFIX`."""
+    return valid_prefix(os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX)
+
+
 def _short_hash(s: str, n: int = 8) -> str:
     return hashlib.sha1(s.encode()).hexdigest()[:n]
 
 
-def node_netns_name(node: str) -> str:
-    """``pa-<node>`` (``pa-n-<hash>`` if that would be too long or clash with the underlay)."""
-    name = f"{PREFIX}{node}"
+def node_netns_name(node: str, prefix: str) -> str:
+    """``<prefix><node>`` (``<prefix>n-<hash>`` if that would be too long or clash with the underlay)."""
+    name = f"{prefix}{node}"
     if len(name) > MAX_NETNS_NAME or node in ("underlay",) or "/" in node:
-        return f"{PREFIX}n-{_short_hash(node, 12)}"
+        return f"{prefix}n-{_short_hash(node, 12)}"
     return name
 
 
-def pod_netns_name(namespace: str, name: str) -> str:
-    """``pa-<ns>-<name>``, truncated with a hash suffix past `MAX_NETNS_NAME` characters."""
-    full = f"{PREFIX}{namespace}-{name}"
+def pod_netns_name(namespace: str, name: str, prefix: str) -> str:
+    """``<prefix><ns>-<name>``, truncated with a hash suffix past `MAX_NETNS_NAME` characters."""
+    full = f"{prefix}{namespace}-{name}"
     if len(full) <= MAX_NETNS_NAME:
         return full
     return full[:MAX_NETNS_NAME - 9] + "-" + _short_hash(f"{namespace}/{name}")
 
 
-def pod_netns_fallback(namespace: str, name: str) -> str:
-    """The name used when `pod_netns_name` clashes with another lab namespace."""
-    return f"{PREFIX}p-{_short_hash(f'{namespace}/{name}', 12)}"
+def pod_netns_fallback(namespace: str, name: str, prefix: str) -> str:
+    """The name used when `pod_netns_name` clashes with another namespace of the lab."""
+    return f"{prefix}p-{_short_hash(f'{namespace}/{name}', 12)}"
 
 
 # ------------------------------------------------------------------------------------ namespaces
@@ -110,10 +134,10 @@ def exists(ns: str) -> bool:
     return (NETNS_DIR / ns).exists()
 
 
-def list_lab() -> list[str]:
-    """Every network namespace named ``pa-*``."""
+def list_lab(prefix: str) -> list[str]:
+    """Every network namespace named ``<prefix>*`` (a lab's, whichever run dir it has)."""
     try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX))
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
     except FileNotFoundError:
         return []
 
@@ -214,8 +238,9 @@ def remove_etc(ns: str) -> None:
         pass
 
 
-def list_etc_lab() -> list[str]:
+def list_etc_lab(prefix: str) -> list[str]:
+    """Every ``/etc/netns/<prefix>*`` directory."""
     try:
-        return sorted(n for n in os.listdir(ETC_NETNS) if n.startswith(PREFIX))
+        return sorted(n for n in os.listdir(ETC_NETNS) if n.startswith(prefix))
     except FileNotFoundError:
         return []

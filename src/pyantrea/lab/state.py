@@ -3,7 +3,8 @@
 Layout (``PYANTREA_LAB_DIR``, default ``/run/pyantrea-lab``)::
 
     lab.json                      this state (written before each thing is created, so that
-                                  `lab down` can undo a half-finished `lab up`)
+                                  `lab down` can undo a half-finished `lab up`), with the
+                                  namespace prefix of the lab (``prefix``, ``pa-`` by default)
     controller/                   controller.sock, state/ (the controller's), controller.pid/.log
     nodes/<node>/                 agent.sock, ipam/ (the agent's), agent.pid/.log
     nodes/<node>/ovs/             the node's OVS sandbox
@@ -69,8 +70,8 @@ class LabPaths:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """One mutating lab command at a time on this host, whatever its lab dir: the network
-        namespaces (pa-*) are host-wide. The lock is a flock on the directory ``/run`` itself, so it
+        """One mutating lab command at a time on this host, whatever its lab dir and prefix: the
+        network namespaces are host-wide. The lock is a flock on the directory ``/run`` itself, so it
         leaves no file behind."""
         fd = os.open(HOST_LOCK, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -156,6 +157,7 @@ class PodState:
 @dataclass
 class LabState:
     folder: str = ""
+    prefix: str = ""  # the namespaces' prefix ("" = not recorded: a corrupt lab.json)
     created: float = field(default_factory=time.time)
     underlay: dict[str, Any] = field(default_factory=dict)
     controller: ProcRef | None = None
@@ -167,6 +169,7 @@ class LabState:
         return {
             "version": 1,
             "folder": self.folder,
+            "prefix": self.prefix,
             "created": self.created,
             "complete": self.complete,
             "underlay": self.underlay,
@@ -177,7 +180,9 @@ class LabState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LabState:
-        s = cls(folder=str(d.get("folder") or ""), created=float(d.get("created") or time.time()),
+        # a lab.json without a prefix is older than prefixes: its namespaces are pa-*
+        s = cls(folder=str(d.get("folder") or ""), prefix=str(d.get("prefix") or "pa-"),
+                created=float(d.get("created") or time.time()),
                 underlay=dict(d.get("underlay") or {}), controller=_ref(d.get("controller")),
                 complete=bool(d.get("complete")))
         for k, v in (d.get("nodes") or {}).items():

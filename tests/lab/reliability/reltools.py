@@ -1,8 +1,9 @@
 """Helpers of the reliability suite and of bench/restart.py, bench/churn.py (root, a live lab).
 
-Everything talks to one lab run directory (``RelLab.root``): the `pyantrea lab` CLI for what a user
-does (up, apply, restart, down), and straight `ip netns exec`, `ovs-ofctl` on the node's bridge
-socket and the agents' APIs for what the tests measure.
+Everything talks to one lab run directory (``RelLab.root``) with its namespace prefix
+(``RelLab.prefix``): the `pyantrea lab` CLI for what a user does (up, apply, restart, down), and
+straight `ip netns exec`, `ovs-ofctl` on the node's bridge socket and the agents' APIs for what the
+tests measure. Namespaces the helpers make themselves (churn's Pods) carry the same prefix.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
+PREFIX = "pr-"  # the reliability suite's lab's namespace prefix (conftest.py); a user's lab is pa-*
 SEED = ROOT / "examples" / "seed"
 NETPROBE = str(Path(__file__).resolve().with_name("netprobe.py"))
 
@@ -304,9 +306,11 @@ class FlowMonitor:
 
 
 class RelLab:
-    def __init__(self, root: str):
+    def __init__(self, root: str, prefix: str | None = None):
+        """``prefix``: the lab's namespace prefix (default: PYANTREA_LAB_PREFIX's, else pa-)."""
         self.root = Path(root)
-        self.env = {**os.environ, "PYANTREA_LAB_DIR": str(self.root)}
+        self.prefix = prefix or os.environ.get("PYANTREA_LAB_PREFIX") or "pa-"
+        self.env = {**os.environ, "PYANTREA_LAB_DIR": str(self.root), "PYANTREA_LAB_PREFIX": self.prefix}
         self.status: dict[str, Any] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -495,9 +499,10 @@ class RelLab:
         }
 
 
-def lab_netns() -> list[str]:
+def lab_netns(prefix: str = "pa-") -> list[str]:
+    """The host's network namespaces named ``<prefix>*`` (one lab's, and its tests' probes)."""
     try:
-        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith("pa-"))
+        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(prefix))
     except FileNotFoundError:
         return []
 
@@ -583,7 +588,7 @@ def churn(lab: RelLab, cycles: int, nodes: list[str], check_every: int = 25, tag
     lock = threading.Lock()
 
     def one(i: int, node: str) -> None:
-        ns = f"pa-churn-{tag}-{i}"
+        ns = f"{lab.prefix}churn-{tag}-{i}"
         cid = f"{tag}{i:059x}"[-64:].rjust(64, "0")
         name = f"churn-{i}"
         conf = kubelet.cni_config(lab.agent_sock(node), "default", "10.96.0.10")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .reltools import FRONTEND, RelLab, http_request, raw_http
+from .reltools import FRONTEND, PREFIX, RelLab, http_request, raw_http
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "antrea", "type": "antrea", "ipam": {"type": "host-local"}})
 
@@ -28,7 +28,7 @@ def cni_body(env: dict[str, str] | Any, conf: Any = CONF) -> bytes:
 
 
 def env(**kw: str) -> dict[str, str]:
-    e = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "f" * 64, "CNI_NETNS": "/var/run/netns/pa-nosuch",
+    e = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "f" * 64, "CNI_NETNS": f"/var/run/netns/{PREFIX}nosuch",
          "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;"
          "K8S_POD_NAME=ghost"}
     e.update(kw)
@@ -189,21 +189,22 @@ def test_a_failing_cni_add_leaves_nothing(lab: RelLab, before: dict[str, Any]) -
     executable, as kubelet runs it: a CNI error on stdout, exit 1."""
     from pyantrea.lab import kubelet
 
-    subprocess.run(["ip", "netns", "add", "pa-reltest-api"], check=True)
+    probe_ns = f"{lab.prefix}reltest-api"
+    subprocess.run(["ip", "netns", "add", probe_ns], check=True)
     try:
         # the Pod's namespace already has an eth0: the veth's peer cannot be created there
-        subprocess.run(["ip", "-n", "pa-reltest-api", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"],
+        subprocess.run(["ip", "-n", probe_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "other0"],
                        check=True)
         conf = kubelet.cni_config(lab.agent_sock("worker1"), "default", "10.96.0.10")
-        e = kubelet.cni_env("ADD", "e" * 64, "pa-reltest-api", "default", "ghost", None)
+        e = kubelet.cni_env("ADD", "e" * 64, probe_ns, "default", "ghost", None)
         res = kubelet.run_cni("ADD", lab.ns("worker1"), conf, e)
         assert res.returncode == 1, res
         out = res.json()
         assert isinstance(out, dict) and out["code"] == 5 and "File exists" in out["msg"], out
-        links = subprocess.run(["ip", "-n", "pa-reltest-api", "-o", "link"], capture_output=True, text=True).stdout
+        links = subprocess.run(["ip", "-n", probe_ns, "-o", "link"], capture_output=True, text=True).stdout
         assert sorted(ln.split(":")[1].split("@")[0].strip() for ln in links.splitlines()) == ["eth0", "lo", "other0"]
     finally:
-        subprocess.run(["ip", "netns", "del", "pa-reltest-api"], check=False)
+        subprocess.run(["ip", "netns", "del", probe_ns], check=False)
     assert lab.node_objects("worker1") == before["worker1"]
 
 

@@ -27,7 +27,7 @@ def test_churn_leaves_nothing_behind(lab: RelLab) -> None:
     warm = churn(lab, 3 * len(nodes), nodes, tag="warm0")
     assert warm.failures == []
     base = {n: lab.node_objects(n) for n in nodes}
-    netns0 = lab_netns()
+    netns0 = lab_netns(lab.prefix)
     pids = {n: lab.agent_pid(n) for n in nodes}
     rss0 = {n: lab.rss_kib(p) for n, p in pids.items()}
     fds0 = {n: len(os.listdir(f"/proc/{p}/fd")) for n, p in pids.items()}
@@ -48,7 +48,7 @@ def test_churn_leaves_nothing_behind(lab: RelLab) -> None:
         leaked = {k: (sorted(set(now[k]) - set(base[n][k])), sorted(set(base[n][k]) - set(now[k])))
                   for k in base[n] if now[k] != base[n][k]}
         assert leaked == {}, f"{n}: (extra, missing) per kind: {leaked}"
-    assert lab_netns() == netns0
+    assert lab_netns(lab.prefix) == netns0
     for n in nodes:
         assert rss1[n] <= rss0[n] * 1.10, (n, rss0[n], rss1[n])
         assert fds1[n] <= fds0[n] + 2, (n, fds0[n], fds1[n])

@@ -1,4 +1,5 @@
-"""The last module of the suite: `lab down` removes everything the lab (and the tests) created."""
+"""The last module of the suite: `lab down` removes everything the lab (and the tests) created, and
+nothing of another lab (a user's pa-* lab stays up)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ def test_down_leaves_nothing(lab: RelLab) -> None:
 
     walk(state)
     assert len(refs) >= 1 + 3 * 3 + 6
+    # other labs (a user's pa-*): their underlay namespaces live as long as they do
+    others = [n for n in os.listdir("/var/run/netns") if n.endswith("underlay") and not n.startswith(lab.prefix)]
     lab.lab("down")
     assert [r.pid for r in refs if r.alive()] == []
-    assert lab_netns() == []
-    assert not Path("/etc/netns").exists() or [n for n in os.listdir("/etc/netns") if n.startswith("pa-")] == []
+    assert lab_netns(lab.prefix) == []
+    assert [n for n in others if not Path("/var/run/netns", n).exists()] == []  # not ours: left alone
+    assert not Path("/etc/netns").exists() or [n for n in os.listdir("/etc/netns") if n.startswith(lab.prefix)] == []
     assert not lab.root.exists()
     assert lab.lab("down").returncode == 0
     p = lab.lab("status", check=False)
