@@ -659,10 +659,10 @@ class Lab:
         ctrl = s.controller
         out: dict[str, Any] = {
             "lab": str(self.paths.root),
+            "prefix": self.prefix,
             "folder": s.folder,
             "complete": s.complete,
             "underlay": s.underlay,
-            "prefix": self.prefix,
             "controller": {"pid": ctrl.pid if ctrl else None, "alive": bool(ctrl and ctrl.alive()),
                            "socket": str(self.paths.controller_sock)},
             "nodes": [],
@@ -800,14 +800,14 @@ class Lab:
         with self.paths.locked():
             s = LabState.load(self.paths) or LabState()
             self.state = s
-            # 1.-3. every process the lab started, only by its pid (and start time), each step's all
-            #    at once: SIGTERM, SIGKILL after the grace period, and a wait until each is gone,
-            #    every thread of it (bounded: grace + 3 s a step). One still there after its SIGKILL
             if s.prefix and not netns.PREFIX_RE.fullmatch(s.prefix):
                 self.say(f"warning: {self.paths.state_file}: {s.prefix!r} is not a lab prefix: "
                          f"removing the {netns.env_prefix()}* namespaces")
                 s.prefix = ""
             prefix = self.prefix  # lab.json's, else PYANTREA_LAB_PREFIX's (a corrupt or missing lab.json)
+            # 1.-3. every process the lab started, only by its pid (and start time), each step's all
+            #    at once: SIGTERM, SIGKILL after the grace period, and a wait until each is gone,
+            #    every thread of it (bounded: grace + 3 s a step). One still there after its SIGKILL
             #    (stuck in the kernel) stops `down` before anything else is removed: its pidfile and
             #    lab.json stay for the next `down`.
             from pyantrea.lab.procs import stop_all
