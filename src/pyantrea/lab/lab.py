@@ -618,7 +618,10 @@ class Lab:
             self.require_state()
             if self.controller_ref() is None:
                 raise LabError("the controller is not running: `pyantrea lab restart controller` or `lab up`")
-            path = "/v1/delete" if delete else "/v1/apply"
+            from urllib.parse import quote
+
+            # the user's file name goes along, so that every problem names it (stdin: "<stdin>")
+            path = ("/v1/delete" if delete else "/v1/apply") + "?file=" + quote(file if file != "-" else "<stdin>")
             try:
                 status, body = request_json(self.paths.controller_sock, "POST", path, text,
                                             content_type="application/yaml")
