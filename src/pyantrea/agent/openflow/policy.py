@@ -116,23 +116,27 @@ class PolicyFlows:
         out: list[Flow] = [Flow(f.table, f.priority, f.match, f.actions, f.cookie, 0, base + i)
                            for i, f in enumerate(self._actions)]
         base += len(out)
-        # (table, field, Address) or (table, "", Match) -> conjunctions, in creation order
-        per_match: dict[tuple[object, object, object], list[tuple[int, int, int]]] = {}
+        # (table, field, Address) or (table, "", Match) -> the conjunction lists that name it, in creation
+        # order. Lists are appended by reference (one append per address of a clause list; a clause list
+        # is shared by many rules), and merged once per flow.
+        per_match: dict[tuple[object, object, object], list[list[tuple[int, int, int]]]] = {}
+        get = per_match.get
         for key, conjs in self._entries.items():
             if key[0] == "addrs":
                 _, table, fld, lid = key
                 for a in self._lists[lid]:  # type: ignore[index]
                     k = (table, fld, a)
-                    got = per_match.get(k)
+                    got = get(k)
                     if got is None:
-                        per_match[k] = list(conjs)
+                        per_match[k] = [conjs]
                     else:
-                        got.extend(conjs)
+                        got.append(conjs)
             else:
-                per_match.setdefault((key[1], "", key[2]), []).extend(conjs)
-        for i, ((table, fld, v), conjs) in enumerate(per_match.items()):
+                per_match.setdefault((key[1], "", key[2]), []).append(conjs)
+        for i, ((table, fld, v), lists) in enumerate(per_match.items()):
             m = v if isinstance(v, Match) else address_match(v, fld)  # type: ignore[arg-type]
-            out.append(Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(set(conjs)))),  # type: ignore[arg-type]
+            merged = lists[0] if len(lists) == 1 else [c for lst in lists for c in lst]
+            out.append(Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(set(merged)))),  # type: ignore[arg-type]
                             pol, 0, base + i))
         base += len(per_match)
         default = cookie(self.round, Category.DEFAULT)
