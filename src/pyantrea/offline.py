@@ -15,6 +15,7 @@ from pyantrea.controller.networkpolicy import NetworkPolicyController, PolicySta
 from pyantrea.k8s.cluster import Cluster
 
 if TYPE_CHECKING:
+    from pyantrea.agent.proxy.model import ServicePortEntry
     from pyantrea.ovs.trace import TraceResult
 
 
@@ -29,7 +30,17 @@ def peers_of(cluster: Cluster, node: str) -> list[PeerNode]:
 
 def pipeline_config(cluster: Cluster, round_num: int = 1) -> PipelineConfig:
     return PipelineConfig(service_cidr=cluster.config.service_cidr,
-                          traceflow=cluster.config.gate("Traceflow"), round_num=round_num)
+                          traceflow=cluster.config.gate("Traceflow"), round_num=round_num,
+                          proxy=cluster.config.gate("AntreaProxy"), proxy_all=cluster.config.proxy_all)
+
+
+def service_entries(cluster: Cluster, node: str) -> dict[str, list[ServicePortEntry]]:
+    """AntreaProxy's Service ports on `node` (Service key -> port entries with ready endpoints)."""
+    from pyantrea.agent.proxy.model import cluster_entries
+
+    net = next((n for n in cluster.networks if n.name == node), None)
+    return cluster_entries(cluster.services, {e.key: e for e in cluster.endpoints}, node,
+                           net.pod_cidr if net is not None else None)
 
 
 @dataclass
@@ -49,8 +60,9 @@ class OfflineCluster:
 
     def node_flows(self, node: str) -> NodeFlows:
         net = self.cluster.network(node)
-        return compile_node(net, peers_of(self.cluster, node), self.policy_state.node_view(node),
-                            pipeline_config(self.cluster))
+        cfg = pipeline_config(self.cluster)
+        return compile_node(net, peers_of(self.cluster, node), self.policy_state.node_view(node), cfg,
+                            service_entries(self.cluster, node) if cfg.proxy else None)
 
 
 class NodeSandbox:
@@ -84,7 +96,10 @@ class NodeSandbox:
         br = self.sandbox.bridge(self.bridge_name)
         if cfg.gate("Traceflow"):
             br.add_tlv_map(TLV_MAP)
-        br.replace_flows([f.install_text() for f in self.offline.node_flows(self.node).flows])
+        nf = self.offline.node_flows(self.node)
+        if nf.groups:  # groups first: a flow that names a group needs it
+            br.bundle([f"group add {g.install_text()}" for g in nf.groups])
+        br.replace_flows([f.install_text() for f in nf.flows])
 
     def stop(self) -> None:
         if self.sandbox is not None:

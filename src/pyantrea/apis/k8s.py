@@ -182,6 +182,8 @@ class Service:
     selector: Labels | None = None  # None: no selector (Endpoints are given by the user)
     ports: tuple[ServicePort, ...] = ()
     labels: Labels = ()
+    session_affinity: str = "None"  # None | ClientIP
+    affinity_timeout: int = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds (Kubernetes' default)
     source: Source = field(default=Source(), compare=False)
 
     @property
@@ -307,6 +309,7 @@ class AgentConfig:
     service_cidr: str = "10.96.0.0/12"
     default_mtu: int = 0
     pipeline_profile: str = "ARTICLE"  # ARTICLE | RELEASE (spec §0); only ARTICLE is built
+    proxy_all: bool = False  # antreaProxy.proxyAll: NodePorts from the host and outside through OVS too
 
     def gate(self, name: str) -> bool:
         return dict(self.feature_gates).get(name, False)

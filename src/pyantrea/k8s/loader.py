@@ -107,6 +107,7 @@ _NAME_RULES: dict[str, str] = {
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
+SESSION_AFFINITIES = ("None", "ClientIP")
 SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 NODE_PORT_RANGE = (30000, 32767)
 MAX_OFPORT = 0xFF00 - 1  # OFPP_MAX is 0xff00 (OpenFlow 1.0); ports above are reserved
@@ -121,6 +122,7 @@ _AGENT_CONF_KEYS = {
     "serviceCIDR",
     "defaultMTU",
     "pipelineProfile",
+    "antreaProxy",
 }
 TUNNEL_TYPES = ("geneve", "vxlan", "gre", "stt")
 ENCAP_MODES = ("encap", "noEncap", "hybrid", "networkPolicyOnly")
@@ -754,9 +756,20 @@ class _Loader:
             if number is not None:
                 ports.append(ServicePort(port=number, protocol=proto, name=pname, target_port=target,
                                          node_port=node_port))
+        affinity = c.choice(spec.get("sessionAffinity"), "spec.sessionAffinity", SESSION_AFFINITIES, "None")
+        timeout = 10800
+        sac = c.mapping(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig")
+        if sac:
+            cip = c.mapping(sac.get("clientIP"), "spec.sessionAffinityConfig.clientIP")
+            t = c.integer(cip.get("timeoutSeconds"), "spec.sessionAffinityConfig.clientIP.timeoutSeconds", 1, 86400)
+            if t is not None:
+                timeout = t
+            if affinity != "ClientIP":
+                c.err("spec.sessionAffinityConfig may only be set when spec.sessionAffinity is ClientIP")
         self.services.append(
             Service(namespace=ns, name=name, type=typ, cluster_ip=cluster_ip, selector=selector,
-                    ports=tuple(ports), labels=labels, source=source)
+                    ports=tuple(ports), labels=labels, session_affinity=affinity, affinity_timeout=timeout,
+                    source=source)
         )
 
     def _endpoints(self, c: _Ctx, doc: dict[str, Any], meta: dict[str, Any], ns: str | None, name: str,
@@ -992,6 +1005,14 @@ class _Loader:
                 gates[gname] = b
         service_cidr = c.cidr(data.get("serviceCIDR"), "serviceCIDR") or d.service_cidr
         mtu = c.integer(data.get("defaultMTU"), "defaultMTU", 0, 65535)
+        proxy_all = d.proxy_all
+        ap = c.mapping(data.get("antreaProxy"), "antreaProxy")
+        for k in ap:
+            if k != "proxyAll":
+                self.warnings.append(f"{path}: ignored unknown key {quote('antreaProxy.' + str(k))}")
+        if "proxyAll" in ap:
+            b = c.boolean(ap.get("proxyAll"), "antreaProxy.proxyAll")
+            proxy_all = d.proxy_all if b is None else b
         bridge = self._ifname(c, data.get("ovsBridge"), "ovsBridge") or d.ovs_bridge
         gateway = self._ifname(c, data.get("hostGateway"), "hostGateway") or d.host_gateway
         return AgentConfig(
@@ -1005,6 +1026,7 @@ class _Loader:
             default_mtu=d.default_mtu if mtu is None else mtu,
             pipeline_profile=c.choice(data.get("pipelineProfile"), "pipelineProfile", PIPELINE_PROFILES,
                                       d.pipeline_profile),
+            proxy_all=proxy_all,
         )
 
 

@@ -189,12 +189,14 @@ _SET_FIELD_OF10 = {
     "arp_sha": lambda v: f"load:{hexv(mac_int(v))}->NXM_NX_ARP_SHA[]",
     "arp_spa": lambda v: f"load:{hexv(ip_int(v))}->NXM_OF_ARP_SPA[]",
     "tun_dst": lambda v: f"load:{hexv(ip_int(v))}->NXM_NX_TUN_IPV4_DST[]",
+    "ip_src": lambda v: f"mod_nw_src:{v}",
+    "ip_dst": lambda v: f"mod_nw_dst:{v}",
 }
 
 
 @dataclass(frozen=True)
 class SetField(Action):
-    field: str  # eth_src | eth_dst | arp_sha | arp_spa | tun_dst
+    field: str  # eth_src | eth_dst | arp_sha | arp_spa | tun_dst | ip_src | ip_dst
     value: str
 
     def __post_init__(self) -> None:
@@ -286,11 +288,28 @@ class Conjunction(Action):
 
 
 @dataclass(frozen=True)
+class NAT:
+    """The ``nat`` argument of ``ct``: bare ``nat`` (apply the connection's NAT to later packets and
+    replies) or ``nat(dst=IP:PORT)`` / ``nat(src=IP)`` for the first packet of a connection."""
+
+    kind: str = ""  # "" | "dst" | "src"
+    ip: str = ""
+    port: int | None = None
+
+    def text(self) -> str:
+        if not self.kind:
+            return "nat"
+        addr = self.ip + (f":{self.port}" if self.port is not None else "")
+        return f"nat({self.kind}={addr})"
+
+
+@dataclass(frozen=True)
 class CT(Action):
     commit: bool = False
     table: int | None = None
     zone: int = 65520
     exec_: tuple[Action, ...] = ()
+    nat: NAT | None = None
 
     def _text(self, of13: bool) -> str:
         parts = []
@@ -299,6 +318,8 @@ class CT(Action):
         if self.table is not None:
             parts.append(f"table={self.table}")
         parts.append(f"zone={self.zone}")
+        if self.nat is not None:
+            parts.append(self.nat.text())
         if self.exec_:
             inner = ",".join(a.of13() if of13 else a.of10() for a in self.exec_)
             parts.append(f"exec({inner})")
@@ -318,6 +339,106 @@ class Controller(Action):
 
     def of10(self) -> str:
         return f"controller(max_len={self.max_len},id={self.id})"
+
+
+@dataclass(frozen=True)
+class GroupAction(Action):
+    """``group:N``: hand the packet to group N (a select group picks one bucket)."""
+
+    group_id: int
+
+    def of10(self) -> str:
+        return f"group:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class LearnSpec:
+    """One item of a ``learn`` action, as OVS prints it:
+
+    * ``LearnSpec("eth_type", "0x800")``: the learned flow matches that constant (``eth_type=0x800``);
+    * ``LearnSpec("NXM_OF_TCP_DST[]")``: it matches the field's current value (``NXM_OF_TCP_DST[]``);
+    * ``LearnSpec(load_src="NXM_NX_REG3[]", field="NXM_NX_REG3[]")`` / ``LearnSpec(load_value=2,
+      field="NXM_NX_REG4[16..18]")``: its actions load the current field value / a constant.
+    """
+
+    field: str
+    value: str | None = None
+    load_src: str | None = None
+    load_value: int | None = None
+
+    def text(self) -> str:
+        if self.load_src is not None:
+            return f"load:{self.load_src}->{self.field}"
+        if self.load_value is not None:
+            return f"load:{hexv(self.load_value)}->{self.field}"
+        return self.field if self.value is None else f"{self.field}={self.value}"
+
+
+@dataclass(frozen=True)
+class Learn(Action):
+    """``learn(table=T,[idle_timeout=I,][hard_timeout=H,]priority=P,[delete_learned,]cookie=C,specs...)``:
+    adds (or refreshes) a flow in table T built from the packet (session affinity, spec §16)."""
+
+    table: int
+    priority: int
+    specs: tuple[LearnSpec, ...]
+    hard_timeout: int = 0
+    idle_timeout: int = 0
+    cookie: int = 0
+    delete_learned: bool = False
+
+    def of10(self) -> str:
+        parts = [f"table={self.table}"]
+        if self.idle_timeout:
+            parts.append(f"idle_timeout={self.idle_timeout}")
+        if self.hard_timeout:
+            parts.append(f"hard_timeout={self.hard_timeout}")
+        parts.append(f"priority={self.priority}")
+        if self.delete_learned:
+            parts.append("delete_learned")
+        if self.cookie:
+            parts.append(f"cookie={hexv(self.cookie)}")
+        parts += [sp.text() for sp in self.specs]
+        return "learn(" + ",".join(parts) + ")"
+
+
+# ---------------------------------------------------------------------------------------------
+# groups
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of a group: its weight and its actions (rendered like a flow's)."""
+
+    actions: tuple[Action, ...]
+    weight: int = 100
+
+    def text(self, of13: bool = True) -> str:
+        acts = ",".join(a.of13() if of13 else a.of10() for a in self.actions) or "drop"
+        return f"bucket=weight:{self.weight},actions={acts}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """An OpenFlow group (``select``: one bucket per packet, by hash; AntreaProxy's Service ports).
+
+    `install_text()` is what ``ovs-ofctl -O OpenFlow13 bundle`` takes after ``group add`` /
+    ``group modify``; `dump_text()` is one line of ``ovs-ofctl -O OpenFlow13 dump-groups`` (leading
+    space included). OpenFlow 1.3 has no bucket ids: OVS numbers the buckets 0, 1, ... in order, as
+    ``dump-group-stats`` counts them."""
+
+    group_id: int
+    buckets: tuple[Bucket, ...] = ()
+    type: str = "select"
+
+    def install_text(self) -> str:
+        return ",".join([f"group_id={self.group_id}", f"type={self.type}", *(b.text() for b in self.buckets)])
+
+    def dump_text(self) -> str:
+        return " " + self.install_text()
+
+    def delete_text(self) -> str:
+        return f"group_id={self.group_id}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,16 @@ class OFBridge:
         (:func:`delete_spec`)."""
         self._bundle("del-flows", (delete_spec(ln) for ln in lines), strict=True)
 
+    def bundle(self, lines: Iterable[str]) -> None:
+        """``ovs-ofctl -O OpenFlow13 bundle``: flow AND group mods in one atomic transaction, executed
+        in order. Each line starts with ``flow add|modify|modify_strict|delete|delete_strict`` or
+        ``group add|modify|add_or_mod|delete``, then the flow or group in ovs-ofctl syntax. A group
+        must exist before a flow that names it is added, and a group that is deleted drops the flows
+        that name it: callers order the lines accordingly (groups added first, deleted last)."""
+        text = self._stdin(lines)
+        if text:
+            self._ofctl("bundle", self.target, "-", input=text)
+
     def del_flows(self, match: str = "") -> None:
         """Delete every flow matching ``match`` (non-strict), e.g.
         ``cookie=0x2000000000000/0xffff000000000000`` or ``table=31``; ``""`` deletes all."""
@@ -151,6 +161,31 @@ class OFBridge:
         out = self._ofctl(*args, of13=of13)
         return [ln for ln in out.splitlines() if ln and not _HEADER.match(ln)]
 
+    def dump_groups(self) -> list[str]:
+        """``ovs-ofctl -O OpenFlow13 dump-groups``: one line per group (leading space kept), sorted
+        by group id (OVS returns them in hash order)."""
+        out = self._ofctl("dump-groups", self.target)
+        lines = [ln for ln in out.splitlines() if ln.strip() and not _GROUP_HEADER.match(ln)]
+        return sorted(lines, key=_group_id_of)
+
+    def dump_group_stats(self) -> dict[int, dict[str, object]]:
+        """``ovs-ofctl -O OpenFlow13 dump-group-stats``: group id -> ``{"packets", "bytes",
+        "buckets": [(packets, bytes), ...]}`` (buckets in their order in the group)."""
+        out = self._ofctl("dump-group-stats", self.target)
+        stats: dict[int, dict[str, object]] = {}
+        for line in out.splitlines():
+            m = re.match(r"^\s*group_id=(\d+),", line)
+            if not m:
+                continue
+            tot = re.search(r"(?<!:)packet_count=(\d+),byte_count=(\d+)", line)
+            buckets = [(int(b[1]), int(b[2])) for b in re.finditer(r"bucket\d+:packet_count=(\d+),byte_count=(\d+)", line)]
+            stats[int(m[1])] = {"packets": int(tot[1]) if tot else 0, "bytes": int(tot[2]) if tot else 0,
+                                "buckets": buckets}
+        return stats
+
+    def group_ids(self) -> list[int]:
+        return [_group_id_of(ln) for ln in self.dump_groups()]
+
     def show(self) -> dict[str, int]:
         """Port name -> ofport, from ``ovs-ofctl show`` (the bridge's own port is LOCAL=65534)."""
         out = self._ofctl("show", self.target, of13=False)
@@ -160,6 +195,14 @@ class OFBridge:
             if m:
                 ports[m[2]] = OFPP_LOCAL if m[1] == "LOCAL" else int(m[1])
         return ports
+
+
+_GROUP_HEADER = re.compile(r"^(NXST|OFPST)_GROUP_DESC reply\b")
+
+
+def _group_id_of(line: str) -> int:
+    m = re.search(r"group_id=(\d+)", line)
+    return int(m[1]) if m else -1
 
 
 def _parse_tlv_spec(spec: str) -> list[tuple[int, int, int, str]]:

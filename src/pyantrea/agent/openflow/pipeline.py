@@ -23,6 +23,7 @@ from pyantrea.ovs.flow import (
     Load,
     Match,
     Move,
+    NAT,
     Normal,
     OutputReg,
     Port,
@@ -64,15 +65,17 @@ class PipelineConfig:
     service_cidr: str = "10.96.0.0/12"
     traceflow: bool = True
     round_num: int = 1
+    proxy: bool = False  # the AntreaProxy gate: Services in OVS (agent/openflow/service.py)
+    proxy_all: bool = False  # antreaProxy.proxyAll: NodePorts too
 
 
 class FlowBuilder:
     """Builds one node's flows. `seq` numbers flows in creation order for deterministic output."""
 
-    def __init__(self, net: NodeNetwork, cfg: PipelineConfig, pipeline: T.Pipeline = T.ARTICLE):
+    def __init__(self, net: NodeNetwork, cfg: PipelineConfig, pipeline: T.Pipeline | None = None):
         self.net = net
         self.cfg = cfg
-        self.p = pipeline
+        self.p = pipeline or T.pipeline_for(cfg.proxy)
         self.gw = Port(net.gateway_ofport, net.gateway_name)
         self.tun = Port(net.tunnel_ofport, net.tunnel_name)
         self._seq = 0
@@ -82,9 +85,10 @@ class FlowBuilder:
         return cookie(self.cfg.round_num, cat)
 
     def flow(self, table: int, priority: int, m: Match, actions: list[Action], cat: Category,
-             hard_timeout: int = 0) -> Flow:
+             hard_timeout: int = 0, object_id: int = 0) -> Flow:
         self._seq += 1
-        return Flow(table, priority, m, tuple(actions), self.cookie(cat), hard_timeout, self._seq)
+        return Flow(table, priority, m, tuple(actions), cookie(self.cfg.round_num, cat, object_id), hard_timeout,
+                    self._seq)
 
     def goto_next(self, table: int) -> Goto:
         return Goto(self.p.next(table))
@@ -108,18 +112,21 @@ class FlowBuilder:
 
     def conntrack_flows(self) -> list[Flow]:
         src_gw = reg_match(MARK_GATEWAY, SOURCE_BITS)
+        commit_next = self.p.next(T.CT_COMMIT)
+        # AntreaProxy: conntrack also applies the connections' NAT (a Service's DNAT, its reverse)
+        nat = NAT() if self.cfg.proxy else None
         return [
             self.flow(T.CT_ZONE, PRIORITY_NORMAL, match(proto="ip"),
-                      [CT(table=T.CT_STATE, zone=CT_ZONE)], Category.DEFAULT),
+                      [CT(table=T.CT_STATE, zone=CT_ZONE, nat=nat)], Category.DEFAULT),
             self.flow(T.CT_STATE, PRIORITY_HIGH,
                       match(ct_state="-new+trk", ct_mark=f"0x{GATEWAY_CT_MARK:x}", proto="ip", reg0=src_gw),
                       [self.goto_next(T.CT_STATE)], Category.DEFAULT),
             self.flow(T.CT_STATE, PRIORITY_LOW, match(ct_state="+inv+trk", proto="ip"), [], Category.DEFAULT),
             self.flow(T.CT_COMMIT, PRIORITY_NORMAL, match(ct_state="+new+trk", proto="ip", reg0=src_gw),
-                      [CT(commit=True, table=T.OUTPUT, zone=CT_ZONE,
+                      [CT(commit=True, table=commit_next, zone=CT_ZONE,
                           exec_=(Load(GATEWAY_CT_MARK, "NXM_NX_CT_MARK"),))], Category.DEFAULT),
             self.flow(T.CT_COMMIT, PRIORITY_LOW, match(ct_state="+new+trk", proto="ip"),
-                      [CT(commit=True, table=T.OUTPUT, zone=CT_ZONE)], Category.DEFAULT),
+                      [CT(commit=True, table=commit_next, zone=CT_ZONE)], Category.DEFAULT),
         ]
 
     def established_bypass_flows(self) -> list[Flow]:
@@ -137,7 +144,7 @@ class FlowBuilder:
         return [
             self.flow(T.CLASSIFIER, PRIORITY_NORMAL, match(in_port=gw),
                       [Load(MARK_GATEWAY, "NXM_NX_REG0", SOURCE_BITS), Goto(T.SPOOF_GUARD)], Category.DEFAULT),
-            self.flow(T.SPOOF_GUARD, PRIORITY_NORMAL, match(proto="ip", in_port=gw), [Goto(T.CT_ZONE)],
+            self.flow(T.SPOOF_GUARD, PRIORITY_NORMAL, match(proto="ip", in_port=gw), [self.goto_next(T.SPOOF_GUARD)],
                       Category.DEFAULT),
             self.flow(T.SPOOF_GUARD, PRIORITY_NORMAL,
                       match(proto="arp", in_port=gw, arp_spa=n.gateway_ip, arp_sha=n.gateway_mac),
@@ -206,11 +213,12 @@ class FlowBuilder:
             self.flow(T.CLASSIFIER, PRIORITY_LOW, match(in_port=port),
                       [Load(MARK_POD, "NXM_NX_REG0", SOURCE_BITS), Goto(T.SPOOF_GUARD)], Category.POD),
             self.flow(T.SPOOF_GUARD, PRIORITY_NORMAL,
-                      match(proto="ip", in_port=port, dl_src=i.mac, nw_src=i.ip), [Goto(T.CT_ZONE)], Category.POD),
+                      match(proto="ip", in_port=port, dl_src=i.mac, nw_src=i.ip), [self.goto_next(T.SPOOF_GUARD)],
+                      Category.POD),
             self.flow(T.SPOOF_GUARD, PRIORITY_NORMAL,
                       match(proto="arp", in_port=port, arp_spa=i.ip, arp_sha=i.mac), [Goto(T.ARP_RESPONDER)],
                       Category.POD),
-            self.flow(T.L3_FORWARDING, PRIORITY_NORMAL, match(proto="ip", dl_dst=GLOBAL_VMAC, nw_dst=i.ip),
+            self.flow(T.L3_FORWARDING, PRIORITY_NORMAL, self._to_local_pod(i.ip),
                       [SetField("eth_src", self.net.gateway_mac), SetField("eth_dst", i.mac), DecTTL(),
                        Goto(T.L2_FORWARDING)], Category.POD),
             self.flow(T.L2_FORWARDING, PRIORITY_NORMAL, match(dl_dst=i.mac),
@@ -218,9 +226,23 @@ class FlowBuilder:
                        self.goto_next(T.L2_FORWARDING)], Category.POD),
         ]
 
+    def _to_local_pod(self, ip: str) -> Match:
+        """Table 70's "to this local Pod, rewrite the MACs" match: packets from the tunnel carry the
+        virtual MAC; with AntreaProxy, reg0[19] instead, which the tunnel classifier and the Service
+        tables set (a DNATed packet still has the gateway's MAC, spec §16)."""
+        if self.cfg.proxy:
+            return match(proto="ip", reg0=reg_match(1, (REWRITE_MAC_BIT, REWRITE_MAC_BIT)), nw_dst=ip)
+        return match(proto="ip", dl_dst=GLOBAL_VMAC, nw_dst=ip)
+
     # -------------------------------------------------------------------------------- init
     def fixed_flows(self) -> list[Flow]:
         """What the agent installs at start-up, before Pods, peers and policies (spec §2 step 6)."""
+        if self.cfg.proxy:  # the Service CIDR flow gives way to AntreaProxy's own tables
+            from pyantrea.agent.openflow.service import ServiceFlowBuilder
+
+            services = ServiceFlowBuilder(self).fixed_flows()
+        else:
+            services = self.service_cidr_flow()
         return (self.table_miss_flows() + self.arp_normal_flow() + self.l2_output_flow()
                 + self.conntrack_flows() + self.established_bypass_flows() + self.gateway_flows()
-                + self.tunnel_classifier_flow() + self.service_cidr_flow())
+                + self.tunnel_classifier_flow() + services)

@@ -11,8 +11,9 @@ from pyantrea.errors import InvalidArgument
 class Table:
     id: int
     name: str
-    miss: str  # "drop" | "next" | "none" (no table-miss flow)
+    miss: str  # "drop" | "next" | "none" (no table-miss flow, or a feature's own priority-0 flow)
     main: bool = True  # on the main chain (ARPResponder is a side branch off SpoofGuard)
+    next: int | None = None  # a side table's next table (AntreaProxy's ServiceLB -> EndpointDNAT)
 
 
 _ARTICLE = (
@@ -32,6 +33,31 @@ _ARTICLE = (
     Table(110, "Output", "drop"),
 )
 
+# The ARTICLE tables with AntreaProxy on: v0.10.1's proxy profile (pkg/agent/openflow/pipeline.go,
+# generatePipeline with enableProxy) without the RELEASE-only metric tables 61/101 (docs/decisions.md).
+# ConntrackState's miss flow resubmits to SessionAffinity (a side-effect table: it only loads
+# registers) and ServiceLB; ServiceLB's miss goes on to EndpointDNAT, whose miss joins the main chain.
+_ARTICLE_PROXY = (
+    Table(0, "Classification", "drop"),
+    Table(10, "SpoofGuard", "drop"),
+    Table(20, "ARPResponder", "drop", main=False),
+    Table(29, "ServiceHairpin", "next"),
+    Table(30, "ConntrackZone", "none"),
+    Table(31, "ConntrackState", "none"),
+    Table(40, "SessionAffinity", "none", main=False),
+    Table(41, "ServiceLB", "next", main=False, next=42),
+    Table(42, "EndpointDNAT", "next"),
+    Table(50, "EgressRule", "next"),
+    Table(60, "EgressDefaultRule", "next"),
+    Table(70, "l3Forwarding", "next"),
+    Table(80, "L2Forwarding", "next"),
+    Table(90, "IngressRule", "next"),
+    Table(100, "IngressDefaultRule", "next"),
+    Table(105, "ConntrackCommit", "next"),
+    Table(106, "HairpinSNATTable", "next"),
+    Table(110, "Output", "drop"),
+)
+
 # Names antctl accepts for tables that exist in other configurations (spec §12.3), for -T errors.
 OTHER_TABLE_NAMES = {
     5: "Uplink", 29: "ServiceHairpin", 41: "ServiceLB", 42: "EndpointDNAT", 106: "HairpinSNATTable",
@@ -44,6 +70,7 @@ class Pipeline:
         self.by_id = {t.id: t for t in tables}
         chain = [t.id for t in tables if t.main]
         self._next = {a: b for a, b in zip(chain, chain[1:])}
+        self._next.update({t.id: t.next for t in tables if t.next is not None})
 
     def next(self, table: int) -> int:
         return self._next[table]
@@ -64,7 +91,23 @@ class Pipeline:
 
 
 ARTICLE = Pipeline()
+ARTICLE_PROXY = Pipeline(_ARTICLE_PROXY)
+
+
+def pipeline_for(proxy: bool) -> Pipeline:
+    """The node's tables: the article's, or with the AntreaProxy gate on, the proxy profile's."""
+    return ARTICLE_PROXY if proxy else ARTICLE
+
+
+def table_name(table: int, proxy: bool = False) -> str:
+    """antctl's name of a table number (of the proxy profile when `proxy`), or `table N`."""
+    p = pipeline_for(proxy)
+    if table in p.by_id:
+        return p.name(table)
+    return OTHER_TABLE_NAMES.get(table, f"table {table}")
 
 CLASSIFIER, SPOOF_GUARD, ARP_RESPONDER, CT_ZONE, CT_STATE, DNAT = 0, 10, 20, 30, 31, 40
 EGRESS_RULE, EGRESS_DEFAULT, L3_FORWARDING, L2_FORWARDING = 50, 60, 70, 80
 INGRESS_RULE, INGRESS_DEFAULT, CT_COMMIT, OUTPUT = 90, 100, 105, 110
+# AntreaProxy (gate on)
+SERVICE_HAIRPIN, SESSION_AFFINITY, SERVICE_LB, ENDPOINT_DNAT, HAIRPIN_SNAT = 29, 40, 41, 42, 106
