@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c 'import pyantrea, ovs, pyroute2, yaml, pytest, kubernetes' 2>/dev/null \
+if ! $PY -c 'import pyantrea, ovs, pyroute2, yaml, pytest, kubernetes, os_ken' 2>/dev/null \
    || [ pyproject.toml -nt "$($PY -c 'import pyantrea,os;print(os.path.dirname(pyantrea.__file__))' 2>/dev/null || echo /nonexistent)" ]; then
   echo "setup: installing pyantrea and its Python dependencies"
   $PY -m pip install -q --disable-pip-version-check -e '.[test]'

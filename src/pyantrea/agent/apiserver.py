@@ -68,6 +68,8 @@ def stats(a: Agent) -> Any:
                 "ovsReplays": a.ovs_replays, "round": a.round,
                 "controllerEpoch": w.epoch, "controllerVersion": w.rv,
                 "controlplaneEvents": w.events, "controlplaneLists": w.lists,
+                "openflow": {**(a.ofconn.stats() if a.ofconn is not None else {"connected": False}),
+                             "packetInsUnhandled": a.packet_ins_unhandled},
                 "informers": {i.kind: {"resourceVersion": i.rv, "lists": i.lists}
                               for i in (a.nodes, a.pins, a.pods)},
                 "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()}}

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pyantrea.agent.controllerwatch import ControllerWatch, RuleCache
 from pyantrea.agent.initializer import Initializer
 from pyantrea.agent.interfacestore import InterfaceStore
 from pyantrea.agent.openflow.client import FlowClient
+from pyantrea.agent.openflow.ofconn import OFConnection, PacketIn
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
 from pyantrea.agent.openflow.policy import PolicyFlowIndex, policy_flows
 from pyantrea.agent.podconfigurator import PodConfigurator
@@ -107,6 +108,10 @@ class Agent:
         self.init = Initializer(self, say)
         self.podconf = PodConfigurator(self, say)
         self.cni = CNIServer(self.podconf)
+        # the persistent OpenFlow connection (packet-in / packet-out) and who handles what comes in
+        self.ofconn: OFConnection | None = None
+        self.packet_in_handlers: list[Callable[[PacketIn], bool]] = []
+        self.packet_ins_unhandled = 0
 
     # ------------------------------------------------------------------------------ state
     def network(self) -> NodeNetwork:
@@ -193,6 +198,13 @@ class Agent:
         self.route.sync_ipset([self.pod_cidr] + [p.pod_cidr for p in peers])
         self.route.sync_iptables(self.pod_cidr)
 
+    def packet_in(self, pi: PacketIn) -> None:
+        """A packet the datapath sent up: the first handler that takes it (Reject, Traceflow, logging)."""
+        for handler in self.packet_in_handlers:
+            if handler(pi):
+                return
+        self.packet_ins_unhandled += 1
+
     # ------------------------------------------------------------------------------ run
     def wait_controller(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -213,6 +225,9 @@ class Agent:
         for inf in (self.nodes, self.pins, self.pods):
             inf.sync()
         self.init.start()
+        self.ofconn = OFConnection(self.ovs_rundir / f"{self.bridge_name}.mgmt", self.packet_in,
+                                   lambda m: log(self.node, m))
+        self.ofconn.start()
         self.ready.set()
         for inf in (self.nodes, self.pins, self.pods):
             inf.start(self.stop_event)
