@@ -48,6 +48,7 @@ def build_router(a: Agent) -> Router:
         r.add("POST", f"/cni/{cmd.lower()}", functools.partial(lambda c, req: cni(req, c), cmd))
     r.add("GET", "/v1/version", lambda req: {"agentVersion": __version__})
     r.add("GET", "/v1/ovsflows", functools.partial(ovsflows, a))
+    r.add("GET", "/v1/ovsgroups", lambda req: ovsgroups(a))
     r.add("GET", "/v1/podinterfaces", lambda req: podinterfaces(a))
     r.add("GET", "/v1/network", lambda req: network(a))
     r.add("GET", "/v1/networkpolicies", lambda req: [cp.to_dict(p) for p in a.rules.view().policies])
@@ -71,7 +72,9 @@ def stats(a: Agent) -> Any:
                 "openflow": {**(a.ofconn.stats() if a.ofconn is not None else {"connected": False}),
                              "packetInsUnhandled": a.packet_ins_unhandled},
                 "informers": {i.kind: {"resourceVersion": i.rv, "lists": i.lists}
-                              for i in (a.nodes, a.pins, a.pods)},
+                              for i in (a.nodes, a.pins, a.pods) + a.service_informers},
+                "proxy": ({"serviceSyncs": a.proxier.syncs, "groups": len(a.flows.groups)}
+                          if a.proxier is not None else None),
                 "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()}}
 
 
@@ -109,6 +112,12 @@ def ovsflows(a: Agent, req: Request) -> Any:
         desired = sort_flows(f for fam in a.desired().values() for f in fam)
     order = {f.dump_text(): n for n, f in enumerate(desired)}
     return {"lines": sorted(lines, key=lambda line: order.get(line, len(order)))}
+
+
+def ovsgroups(a: Agent) -> Any:
+    """`ovs-ofctl -O OpenFlow13 dump-groups` (by group id) and each group's bucket counters."""
+    return {"lines": a.ofbridge.dump_groups(),
+            "stats": {str(k): v for k, v in sorted(a.ofbridge.dump_group_stats().items())}}
 
 
 def trace_packet(a: Agent, req: Request) -> Any:

@@ -9,7 +9,9 @@ It runs in the node's network namespace, next to that node's OVS. Split as Antre
 - this module: the agent's state, the flow families, the informers, main.
 
 Cluster objects reach it through informers (`k8s.informer`): Nodes (peers: routes and tunnel
-flows), and for its own node its Pods and its NodeInterfaces pins. Nothing here predicts a value:
+flows), for its own node its Pods and its NodeInterfaces pins, and with the AntreaProxy gate
+Services and Endpoints (`agent.proxy.proxier`: a flow family and select groups per Service). Nothing
+here predicts a value:
 interface names follow Antrea's rule, MACs are the veths', ofports OVS's, Pod IPs host-local's.
 """
 
@@ -34,6 +36,7 @@ from pyantrea.agent.openflow.ofconn import OFConnection, PacketIn
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
 from pyantrea.agent.openflow.policy import PolicyFlowIndex, policy_flows
 from pyantrea.agent.podconfigurator import PodConfigurator
+from pyantrea.agent.proxy.proxier import Proxier
 from pyantrea.agent.route.client import RouteClient
 from pyantrea.apis.k8s import AgentConfig, NodeNetwork, PodInterface
 from pyantrea.errors import PyantreaError
@@ -41,6 +44,7 @@ from pyantrea.httpapi import APIClient, UnixHTTPServer
 from pyantrea.k8s.cluster import Cluster
 from pyantrea.k8s.informer import HTTPSource, Informer, ObjectSource
 from pyantrea.k8s.loader import load_files
+from pyantrea.ovs.flow import Group
 from pyantrea.ovs.ofctl import OFBridge
 from pyantrea.ovs.vsctl import OVSDB
 
@@ -102,6 +106,18 @@ class Agent:
                               on_update=lambda o, n: self._node_changed(n), log=say)
         self.pins = Informer(source, "NodeInterfaces", node=node, log=say)
         self.pods = Informer(source, "Pod", node=node, log=say)
+        self.proxy_enabled = self.cfg.gate("AntreaProxy")
+        self.service_informers: tuple[Informer, ...] = ()
+        self.proxier: Proxier | None = None
+        if self.proxy_enabled:  # AntreaProxy: the agent serves Services itself, in OVS
+            svc_changed = lambda o: self._service_changed(o.key)  # noqa: E731
+            services = Informer(source, "Service", on_add=svc_changed, on_delete=svc_changed,
+                                on_update=lambda o, n: svc_changed(n), log=say)
+            endpoints = Informer(source, "Endpoints", on_add=svc_changed, on_delete=svc_changed,
+                                 on_update=lambda o, n: svc_changed(n), log=say)
+            self.service_informers = (services, endpoints)
+            self.proxier = Proxier(node, services, endpoints, self.builder, lambda: self.flows,
+                                   lambda: getattr(self, "pod_cidr", None), self._node_ports, say)
         self.rules = RuleCache(node)
         self.controlplane = ControllerWatch(self.ctl, node, self.rules, self.interfaces, self.install_policy,
                                             self.reinstall_policy, say, self.lock)
@@ -137,7 +153,8 @@ class Agent:
     def builder(self) -> FlowBuilder:
         return FlowBuilder(self.network(), PipelineConfig(service_cidr=self.cfg.service_cidr,
                                                           traceflow=self.cfg.gate("Traceflow"),
-                                                          round_num=self.round))
+                                                          round_num=self.round, proxy=self.proxy_enabled,
+                                                          proxy_all=self.cfg.proxy_all))
 
     def policy_flows(self) -> list[Any]:
         """Every policy flow, in the compiler's order (what the offline compiler gives for these rules)."""
@@ -145,28 +162,42 @@ class Agent:
 
     def desired(self) -> dict[str, list[Any]]:
         """Every family, built by one builder in the compiler's order (so flow order = offline order)."""
+        return self.desired_state()[0]
+
+    def desired_state(self) -> tuple[dict[str, list[Any]], list[Group]]:
+        """Every family (the compiler's order) and every group (AntreaProxy's)."""
         b = self.builder()
         fams: dict[str, list[Any]] = {"fixed": b.fixed_flows()}
         for p in sorted(self.peers(), key=lambda p: p.name):
             fams[f"node/{p.name}"] = b.peer_node_flows(p)
         for i in self.ifstore.all():
             fams[f"pod/{i.interface}"] = b.pod_flows(i)
+        groups: list[Group] = []
+        if self.proxier is not None:
+            svc, groups = self.proxier.families(b)
+            fams.update(svc)
         fams["policy"] = self.policy_flows()
-        return fams
+        return fams, groups
 
     def sync_all(self, initial: bool = False) -> None:
         with self.lock:
             self.policy_index = PolicyFlowIndex(self.round)
             self.policy_index.update([], self.rules.all_rules())
-            changes: dict[str, Any] = dict(self.desired())
+            if initial and self.proxier is not None:
+                self.proxier.start()
+            fams, groups = self.desired_state()
+            changes: dict[str, Any] = dict(fams)
             if initial:
                 # One bundle replaces whatever the bridge holds (a previous agent's flows, leftovers
                 # of a crash in the current round) with exactly what this agent wants.
-                self.flows.reset({k: v for k, v in changes.items() if v})
+                self.flows.reset({k: v for k, v in changes.items() if v}, groups)
             else:
                 for name in list(self.flows.families):
                     changes.setdefault(name, None)
-                self.flows.update(changes)
+                want: dict[int, Group | None] = {g.group_id: g for g in groups}
+                for gid in self.flows.groups:
+                    want.setdefault(gid, None)
+                self.flows.update(changes, groups=want)
 
     def install_policy(self, removed: list[Any], added: list[Any],
                        changes: dict[str, Any] | None = None) -> int:
@@ -194,9 +225,25 @@ class Agent:
 
     def host_networking(self) -> None:
         peers = self.peers()
-        self.route.sync_routes(self.pod_cidr, {p.pod_cidr: p.gateway_ip for p in peers})
+        proxy_all = self.proxy_enabled and self.cfg.proxy_all
+        self.route.sync_routes(self.pod_cidr, {p.pod_cidr: p.gateway_ip for p in peers}, proxy_all=proxy_all)
         self.route.sync_ipset([self.pod_cidr] + [p.pod_cidr for p in peers])
-        self.route.sync_iptables(self.pod_cidr)
+        self.route.sync_iptables(self.pod_cidr, proxy_all=proxy_all)
+        if proxy_all and self.proxier is not None:
+            self._node_ports(self.proxier.node_ports())
+
+    # ------------------------------------------------------------------------------ AntreaProxy
+    def _service_changed(self, key: str) -> None:
+        """A Service or its Endpoints changed (informer handler): only that Service's flows and groups."""
+        if not self.ready.is_set() or self.proxier is None:
+            return
+        with self.lock:
+            self.proxier.changed(key)
+
+    def _node_ports(self, ports: list[tuple[str, int]]) -> None:
+        """proxyAll: the host DNATs NodeIP:nodePort to br-int's virtual NodePort IP (ipset entries)."""
+        if self.proxy_enabled and self.cfg.proxy_all and getattr(self, "route", None) is not None:
+            self.route.sync_nodeports(self.node_ip, ports)
 
     def packet_in(self, pi: PacketIn) -> None:
         """A packet the datapath sent up: the first handler that takes it (Reject, Traceflow, logging)."""
@@ -222,14 +269,15 @@ class Agent:
         server = UnixHTTPServer(str(self.rundir / "agent.sock"), build_router(self), lambda m: log(self.node, m))
         server.serve_in_thread()  # CNI requests wait on `ready` implicitly: healthz says 503 until then
         self.wait_controller()
-        for inf in (self.nodes, self.pins, self.pods):
+        informers = (self.nodes, self.pins, self.pods) + self.service_informers
+        for inf in informers:
             inf.sync()
         self.init.start()
         self.ofconn = OFConnection(self.ovs_rundir / f"{self.bridge_name}.mgmt", self.packet_in,
                                    lambda m: log(self.node, m))
         self.ofconn.start()
         self.ready.set()
-        for inf in (self.nodes, self.pins, self.pods):
+        for inf in informers:
             inf.start(self.stop_event)
         threading.Thread(target=self.controlplane.run, args=(self.stop_event,), daemon=True,
                          name="watch-controller").start()

@@ -24,6 +24,16 @@ JUMPS = [
     ("nat", "POSTROUTING", "ANTREA-POSTROUTING", "Antrea: jump to Antrea postrouting rules"),
     ("mangle", "PREROUTING", "ANTREA-MANGLE", "Antrea: jump to Antrea mangle rules"),
 ]
+# AntreaProxy with proxyAll (Antrea v1.4+'s NodePort support): the host DNATs NodeIP:nodePort (the
+# ipset's ip,proto:port entries) to a virtual IP that is routed into antrea-gw0 with the global
+# virtual MAC as its permanent neighbour; ServiceLB in br-int has a flow per (virtual IP, nodePort).
+NODEPORT_IPSET = "ANTREA-NODEPORT-IP"
+NODEPORT_VIRTUAL_IP = "169.254.0.252"
+GLOBAL_VMAC = "aa:bb:cc:dd:ee:ff"
+PROXY_JUMPS = [
+    ("nat", "PREROUTING", "ANTREA-PREROUTING", "Antrea: jump to Antrea prerouting rules"),
+    ("nat", "OUTPUT", "ANTREA-OUTPUT", "Antrea: jump to Antrea output rules"),
+]
 
 
 def run(argv: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,8 +86,9 @@ class RouteClient:
         sysctl(f"net.ipv4.conf.{self.gateway}.send_redirects", "0")
 
     # ------------------------------------------------------------------------------ routes
-    def sync_routes(self, own_cidr: str, peers: dict[str, str]) -> None:
-        """`peers` maps a peer podCIDR to its gateway IP. Adds/replaces them, removes stale ones."""
+    def sync_routes(self, own_cidr: str, peers: dict[str, str], proxy_all: bool = False) -> None:
+        """`peers` maps a peer podCIDR to its gateway IP. Adds/replaces them, removes stale ones. With
+        `proxy_all`, also the NodePort virtual IP's route and permanent neighbour on the gateway."""
         with self.lock:
             idx = self.link_index(self.gateway)
             for cidr, gw in peers.items():
@@ -85,6 +96,11 @@ class RouteClient:
                 self.ipr.route("replace", dst=str(net.network_address), dst_len=net.prefixlen, gateway=gw,
                                oif=idx, flags=4)  # RTNH_F_ONLINK
             wanted = {str(ipaddress.IPv4Network(c)) for c in peers} | {str(ipaddress.IPv4Network(own_cidr))}
+            if proxy_all:
+                self.ipr.route("replace", dst=NODEPORT_VIRTUAL_IP, dst_len=32, oif=idx, scope=253)  # link
+                self.ipr.neigh("replace", dst=NODEPORT_VIRTUAL_IP, lladdr=GLOBAL_VMAC, ifindex=idx,
+                               state=0x80)  # NUD_PERMANENT
+                wanted.add(f"{NODEPORT_VIRTUAL_IP}/32")
             for r in self.ipr.get_routes(family=2, oif=idx, table=254):
                 dst = r.get("dst")
                 if dst is None:
@@ -107,24 +123,46 @@ class RouteClient:
         if cmds:
             run(["ipset", "restore"], input="\n".join(cmds) + "\n")
 
-    def sync_iptables(self, pod_cidr: str) -> None:
+    def sync_iptables(self, pod_cidr: str, proxy_all: bool = False) -> None:
+        nat_chains = ":ANTREA-POSTROUTING - [0:0]\n"
+        nat_rules = (f"-A ANTREA-POSTROUTING -s {pod_cidr} -m comment --comment \"Antrea: masquerade pod to external "
+                     f"packets\" -m set ! --match-set {IPSET} dst -j MASQUERADE\n")
+        if proxy_all:
+            run(["ipset", "create", NODEPORT_IPSET, "hash:ip,port", "-exist"])
+            dnat = f"-m set --match-set {NODEPORT_IPSET} dst,dst -j DNAT --to-destination {NODEPORT_VIRTUAL_IP}"
+            nat_chains += ":ANTREA-PREROUTING - [0:0]\n:ANTREA-OUTPUT - [0:0]\n"
+            nat_rules += (f"-A ANTREA-POSTROUTING -d {NODEPORT_VIRTUAL_IP}/32 -o {self.gateway} -m comment --comment "
+                          f"\"Antrea: masquerade NodePort packets sent into OVS\" -j MASQUERADE\n"
+                          f"-A ANTREA-PREROUTING -m comment --comment \"Antrea: DNAT external to NodePort packets\" "
+                          f"{dnat}\n"
+                          f"-A ANTREA-OUTPUT -m comment --comment \"Antrea: DNAT local to NodePort packets\" {dnat}\n")
         rules = f"""*filter
 :ANTREA-FORWARD - [0:0]
 -A ANTREA-FORWARD -i {self.gateway} -m comment --comment "Antrea: accept packets from local pods" -j ACCEPT
 -A ANTREA-FORWARD -o {self.gateway} -m comment --comment "Antrea: accept packets to local pods" -j ACCEPT
 COMMIT
 *nat
-:ANTREA-POSTROUTING - [0:0]
--A ANTREA-POSTROUTING -s {pod_cidr} -m comment --comment "Antrea: masquerade pod to external packets" \
--m set ! --match-set {IPSET} dst -j MASQUERADE
-COMMIT
+{nat_chains}{nat_rules}COMMIT
 *mangle
 :ANTREA-MANGLE - [0:0]
 COMMIT
 """
         run(["iptables-restore", "--noflush"], input=rules)
-        for table, chain, target, comment in JUMPS:
+        for table, chain, target, comment in JUMPS + (PROXY_JUMPS if proxy_all else []):
             spec = ["-m", "comment", "--comment", comment, "-j", target]
             if run(["iptables", "-w", "-t", table, "-C", chain, *spec], check=False).returncode != 0:
                 run(["iptables", "-w", "-t", table, "-A", chain, *spec])
         sysctl("net.ipv4.conf.all.send_redirects", "0")
+
+    def sync_nodeports(self, node_ip: str, ports: list[tuple[str, int]]) -> None:
+        """proxyAll: the NodePort ipset holds `node_ip,<proto>:<nodePort>` for every NodePort (and
+        nothing else)."""
+        run(["ipset", "create", NODEPORT_IPSET, "hash:ip,port", "-exist"])
+        p = run(["ipset", "list", NODEPORT_IPSET, "-output", "save"], check=False)
+        have = {parts[2] for parts in (ln.split() for ln in p.stdout.splitlines())
+                if len(parts) == 3 and parts[0] == "add"}
+        want = {f"{node_ip},{proto}:{port}" for proto, port in ports}
+        cmds = [f"add {NODEPORT_IPSET} {e} -exist" for e in sorted(want - have)]
+        cmds += [f"del {NODEPORT_IPSET} {e} -exist" for e in sorted(have - want)]
+        if cmds:
+            run(["ipset", "restore"], input="\n".join(cmds) + "\n")
