@@ -170,9 +170,48 @@ def test_reply_of_a_service_connection(w1: NodeSandbox) -> None:
     assert "dl_src=4e:99:08:c1:53:be" in t.final_flow  # routed by table 70 (reg0[19])
 
 
-def test_service_without_endpoints_is_dropped(w1: NodeSandbox) -> None:
+def test_service_without_endpoints_goes_to_the_agent(w1: NodeSandbox) -> None:
     t, text = trace(w1, f"{FRONTEND},tcp,nw_src=10.222.1.48,nw_dst=10.96.100.3,tp_src=1,tp_dst=80,dp_hash=1")
     assert t.verdict == "drop" and t.hops[-1].table == 42 and "reg4=0x80000/0x80000" in t.hops[-1].match
+    assert t.hops[-1].flow_actions == ("CONTROLLER:128",)
+
+
+def test_service_without_endpoints_is_rejected(mix: OfflineCluster, w1: NodeSandbox) -> None:
+    """A real SYN to the Service without endpoints: the packet-in reaches the proxier's handler, whose
+    RST goes back out of frontend's port (the agent's OpenFlow connection, agent/openflow/ofconn.py)."""
+    from os_ken.lib.packet import ethernet, ipv4, packet, tcp
+
+    from pyantrea.agent.openflow.ofconn import OFConnection, PacketIn, wait_for
+    from pyantrea.agent.proxy.proxier import Proxier
+
+    sent: list[tuple[bytes, int]] = []
+    got: list[bool] = []
+    px = Proxier("worker1", None, None, lambda: None, lambda: None, lambda: None)  # type: ignore[arg-type]
+    conn: OFConnection
+
+    def on_packet_in(pi: PacketIn) -> None:
+        got.append(px.handle_packet_in(pi, lambda d, p: (sent.append((d, p)), conn.packet_out(d, out_port=p))))
+
+    conn = OFConnection(w1.sandbox.mgmt_socket("br-int"), on_packet_in)
+    conn.start()
+    try:
+        assert conn.wait_connected(5)
+        p = packet.Packet()
+        p.add_protocol(ethernet.ethernet(dst="4e:99:08:c1:53:be", src="be:2c:bf:e4:ec:c5", ethertype=0x0800))
+        p.add_protocol(ipv4.ipv4(src="10.222.1.48", dst="10.96.100.3", proto=6, ttl=64))
+        p.add_protocol(tcp.tcp(src_port=41000, dst_port=80, seq=7, bits=tcp.TCP_SYN))
+        p.serialize()
+        w1.sandbox.appctl("netdev-dummy/receive", "frontend-a3ba2f", bytes(p.data).hex())
+        assert wait_for(lambda: bool(got), 5), conn.stats()
+        assert got == [True] and px.rejects == 1
+        data, port = sent[0]
+        assert port == 49
+        ans = packet.Packet(data)
+        ip, seg = ans.get_protocol(ipv4.ipv4), ans.get_protocol(tcp.tcp)
+        assert (ip.src, ip.dst, seg.src_port, seg.dst_port) == ("10.96.100.3", "10.222.1.48", 80, 41000)
+        assert seg.bits & tcp.TCP_RST and seg.ack == 8
+    finally:
+        conn.close()
 
 
 def test_session_affinity_learns_then_forgets(tmp_path: Path) -> None:

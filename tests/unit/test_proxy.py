@@ -95,7 +95,7 @@ def test_fixed_flows_with_the_gate(proxy: OfflineCluster) -> None:
         "cookie=0x1000000000000, table=41, priority=0 actions=resubmit(,42)",
         "cookie=0x1040000000000, table=42, priority=190,reg4=0x20000/0x70000 actions=load:0x1->NXM_NX_REG4[16..18],"
         "resubmit(,41)",
-        "cookie=0x1040000000000, table=42, priority=200,reg4=0x80000/0x80000 actions=drop",
+        "cookie=0x1040000000000, table=42, priority=200,reg4=0x80000/0x80000 actions=CONTROLLER:128",
         "cookie=0x1000000000000, table=42, priority=0 actions=resubmit(,50)",
         "cookie=0x1000000000000, table=105, priority=210,ct_state=+trk,ct_mark=0x21,ip,reg4=0x20000/0x70000 "
         "actions=resubmit(,106)",
@@ -204,7 +204,7 @@ def test_session_affinity_learn_flow(mix: OfflineCluster) -> None:
                                          + bucket("0xade0222", "0x50", 3, 41))
 
 
-def test_service_without_endpoints_drops_in_endpoint_dnat(mix: OfflineCluster) -> None:
+def test_service_without_endpoints_goes_to_the_agent(mix: OfflineCluster) -> None:
     g = gid(mix, "worker1", "default/empty/TCP")
     assert any(f"nw_dst=10.96.100.3,tp_dst=80 actions=group:{g}" in x for x in lines(mix, "worker1", 41))
     assert groups(mix, "worker1")[g] == (f"group_id={g},type=select,bucket=weight:100,actions="

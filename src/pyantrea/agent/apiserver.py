@@ -73,7 +73,8 @@ def stats(a: Agent) -> Any:
                              "packetInsUnhandled": a.packet_ins_unhandled},
                 "informers": {i.kind: {"resourceVersion": i.rv, "lists": i.lists}
                               for i in (a.nodes, a.pins, a.pods) + a.service_informers},
-                "proxy": ({"serviceSyncs": a.proxier.syncs, "groups": len(a.flows.groups)}
+                "proxy": ({"serviceSyncs": a.proxier.syncs, "groups": len(a.flows.groups),
+                           "rejects": a.proxier.rejects}
                           if a.proxier is not None else None),
                 "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()}}
 

@@ -128,6 +128,9 @@ class Agent:
         self.ofconn: OFConnection | None = None
         self.packet_in_handlers: list[Callable[[PacketIn], bool]] = []
         self.packet_ins_unhandled = 0
+        if self.proxier is not None:  # a Service port without endpoints: its connections are rejected
+            px = self.proxier
+            self.packet_in_handlers.append(lambda pi: px.handle_packet_in(pi, self._packet_out))
 
     # ------------------------------------------------------------------------------ state
     def network(self) -> NodeNetwork:
@@ -244,6 +247,10 @@ class Agent:
         """proxyAll: the host DNATs NodeIP:nodePort to br-int's virtual NodePort IP (ipset entries)."""
         if self.proxy_enabled and self.cfg.proxy_all and getattr(self, "route", None) is not None:
             self.route.sync_nodeports(self.node_ip, ports)
+
+    def _packet_out(self, data: bytes, port: int) -> None:
+        if self.ofconn is not None:
+            self.ofconn.packet_out(data, out_port=port)
 
     def packet_in(self, pi: PacketIn) -> None:
         """A packet the datapath sent up: the first handler that takes it (Reject, Traceflow, logging)."""

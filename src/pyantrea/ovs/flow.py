@@ -334,10 +334,15 @@ class CT(Action):
 
 @dataclass(frozen=True)
 class Controller(Action):
+    """Send the packet to the agent (packet-in, reason action). OVS prints the plain form (controller
+    id 0) as `CONTROLLER:<max_len>`."""
+
     max_len: int = 128
     id: int = 0
 
     def of10(self) -> str:
+        if self.id == 0:
+            return f"CONTROLLER:{self.max_len}"
         return f"controller(max_len={self.max_len},id={self.id})"
 
 

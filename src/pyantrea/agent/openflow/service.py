@@ -16,8 +16,8 @@ Hairpin (a Pod reaching itself through its Service): HairpinSNAT rewrites the so
 destination restored in ServiceHairpin before conntrack un-NATs it.
 
 A Service port without a ready endpoint still has its group, with one bucket that marks reg4[19];
-EndpointDNAT drops such packets (Antrea sends them to the agent, which answers TCP RST / ICMP
-unreachable; pyantrea has no packet-in path yet: docs/decisions.md).
+EndpointDNAT sends such packets to the agent (packet-in), which answers with a TCP RST or an ICMP
+port unreachable as if the Service had (`agent/proxy/proxier.py`, `agent/openflow/reject.py`).
 
 NodePorts (with `antreaProxy.proxyAll`): the host DNATs NodeIP:nodePort to the virtual IP
 169.254.0.252 and routes it into antrea-gw0 (`agent/route/client.py`); ServiceLB has a flow for
@@ -35,6 +35,7 @@ from pyantrea.ovs.flow import (
     CT,
     NAT,
     Bucket,
+    Controller,
     Flow,
     Goto,
     Group,
@@ -66,6 +67,7 @@ EP_PORT_BITS = (0, 15)
 NO_ENDPOINT_BIT = 19  # reg4[19]: the Service port has no ready endpoint
 HAIRPIN_BIT = 18  # reg0[18]: send back out of the input port
 REWRITE_MAC_BIT = 19  # reg0[19]
+REJECT_MAX_LEN = 128  # enough of the packet for the reject answer (IP and TCP headers, or IP + 8 bytes)
 
 _IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 _L4_DST = {"tcp": "NXM_OF_TCP_DST[]", "udp": "NXM_OF_UDP_DST[]", "sctp": "OXM_OF_SCTP_DST[]"}
@@ -111,9 +113,9 @@ class ServiceFlowBuilder:
             f(T.CT_COMMIT, PRIORITY_HIGH,
               match(ct_state="+trk", ct_mark=f"0x{SERVICE_CT_MARK:x}", proto="ip", reg4=state(SELECTED)),
               [self.fb.goto_next(T.CT_COMMIT)], Category.DEFAULT),
-            # a Service port without ready endpoints: Antrea rejects at the agent; no packet-in path yet
+            # a Service port without ready endpoints: to the agent, which rejects the connection
             f(T.ENDPOINT_DNAT, PRIORITY_NORMAL, match(reg4=reg_match(1, (NO_ENDPOINT_BIT, NO_ENDPOINT_BIT))),
-              [], svc),
+              [Controller(max_len=REJECT_MAX_LEN)], svc),
         ]
 
     # ------------------------------------------------------------------------------ per Service port

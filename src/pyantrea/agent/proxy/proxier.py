@@ -14,7 +14,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyantrea.agent.openflow.service import ServiceFlowBuilder, endpoint_key, node_service_state
+from pyantrea.agent.openflow import tables as T
+from pyantrea.agent.openflow.ofconn import PacketIn
+from pyantrea.agent.openflow.reject import reject_reply
+from pyantrea.agent.openflow.service import NO_ENDPOINT_BIT, ServiceFlowBuilder, endpoint_key, node_service_state
 from pyantrea.agent.proxy.model import GroupIDs, ServicePortEntry, service_port_entries
 from pyantrea.ovs.flow import Flow, Group
 
@@ -46,6 +49,7 @@ class Proxier:
         self.entries: dict[str, list[ServicePortEntry]] = {}  # what is installed, by Service key
         self.refs: dict[str, set[str]] = {}  # shared flow key -> the Services using it
         self.syncs = 0  # Service changes handled (for /v1/stats)
+        self.rejects = 0  # connections to a Service port without endpoints answered
         self.ready = False
 
     # ------------------------------------------------------------------------------ inputs
@@ -147,6 +151,19 @@ class Proxier:
                 ups += self._shared_flows(sb, after[k])
             users.add(key)
         return ups, dels
+
+    # ------------------------------------------------------------------------------ no endpoint: reject
+    def handle_packet_in(self, pi: PacketIn, send: Callable[[bytes, int], None]) -> bool:
+        """A packet EndpointDNAT sent up because its Service port has no ready endpoint: answer the
+        client (TCP RST, ICMP port unreachable), out of the port it came in on. False: not ours."""
+        reg4 = int(pi.fields.get("reg4") or 0)
+        if pi.table_id != T.ENDPOINT_DNAT or not (reg4 >> NO_ENDPOINT_BIT) & 1:
+            return False
+        reply = reject_reply(pi.data)
+        if reply is not None and pi.in_port is not None:
+            send(reply, pi.in_port)
+            self.rejects += 1
+        return True
 
     # ------------------------------------------------------------------------------ NodePorts
     def node_ports(self) -> list[tuple[str, int]]:
