@@ -34,13 +34,21 @@ class Change:
 
 
 class InformerInputs:
-    """Namespaces, Nodes, Pods and NetworkPolicies from informers; listeners hear every change."""
+    """Namespaces, Nodes, Pods and NetworkPolicies from informers; listeners hear every change.
+
+    Informer handlers only note which kinds changed; one thread (`_deliver`) calls the listeners,
+    outside every informer's lock. (A listener reads every informer through `cluster()`: called from
+    an informer's thread, with that informer's lock held, two informers would wait on each other.)
+    A burst of events becomes one call, with each kind once."""
 
     def __init__(self, source: ObjectSource, config: AgentConfig | None = None,
                  log: Callable[[str], None] = lambda s: None):
         self.config = config or AgentConfig()
+        self.log = log
         self.listeners: list[Callable[[list[Any]], None]] = []
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
+        self.pending: set[str] = set()
+        self.delivered = 0  # listener calls made (tests, stats)
         self.informers = {k: Informer(source, k, on_add=self._changed(k), on_delete=self._changed(k),
                                       on_update=self._updated(k), log=log) for k in KINDS}
         self._synced = False
@@ -54,20 +62,43 @@ class InformerInputs:
     def _notify(self, kind: str) -> None:
         if not self._synced:
             return  # the first lists: one computation after all of them
-        for listener in self.listeners:
-            listener([Change(kind)])
+        with self.cond:
+            self.pending.add(kind)
+            self.cond.notify_all()
+
+    def _deliver(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.cond:
+                while not self.pending and not stop.is_set():
+                    self.cond.wait(0.5)
+                kinds, self.pending = sorted(self.pending), set()
+            if not kinds:
+                continue
+            for listener in self.listeners:
+                try:
+                    listener([Change(k) for k in kinds])
+                except Exception as e:  # noqa: BLE001 - a listener's bug must not stop the others
+                    self.log(f"listener failed: {type(e).__name__}: {e}")
+            self.delivered += 1
 
     def start(self, stop: threading.Event) -> None:
+        """List every kind (raises if kube-apiserver cannot be reached), tell the listeners once,
+        then watch."""
         for inf in self.informers.values():
             inf.sync()
         self._synced = True
         for listener in self.listeners:
             listener([Change(k) for k in KINDS])
+        threading.Thread(target=self._deliver, args=(stop,), daemon=True, name="inputs-deliver").start()
         for inf in self.informers.values():
             inf.start(stop)
 
     def subscribe(self, listener: Callable[[list[Any]], None]) -> None:
         self.listeners.append(listener)
+
+    def versions(self) -> dict[str, int]:
+        """Each informer's resourceVersion."""
+        return {k: inf.rv for k, inf in self.informers.items()}
 
     def cluster(self) -> Cluster:
         from pyantrea.controller.store import cluster_of
