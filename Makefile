@@ -2,7 +2,7 @@
 PY ?= python3
 SEED ?= examples/seed
 
-.PHONY: setup demo offline-demo down test unit functional lab bench lint
+.PHONY: setup demo offline-demo down test unit functional lab bench lint kubernetes
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,6 @@ bench: setup
 lint: setup
 	$(PY) -m mypy src/pyantrea
 	$(PY) -m ruff check src tests bench
+
+kubernetes:
+	@bash scripts/build-kubernetes.sh
