@@ -17,6 +17,7 @@ from typing import Any
 from pyantrea import __version__
 from pyantrea.antctl import output
 from pyantrea.antctl.backends import Backend, backend_for
+from pyantrea.antctl.backends.base import parse_group_ids
 from pyantrea.apis.controlplane import to_dict
 from pyantrea.errors import PyantreaError, run_cli
 
@@ -53,6 +54,15 @@ def h_version(b: Backend, a: argparse.Namespace) -> str:
 
 def h_ovsflows(b: Backend, a: argparse.Namespace) -> str:
     node = b.pick_node(a.node)
+    if a.groups is not None:
+        if a.table is not None:
+            raise PyantreaError("-G/--groups and -T/--table do not go together")
+        groups = b.ovsgroups(node, parse_group_ids(a.groups))
+        if a.output == "json":
+            return output.dump(groups, "json")
+        if a.output == "ofctl":  # = ovs-ofctl -O OpenFlow13 dump-groups br-int (without its header)
+            return "".join(" " + g["group"] + "\n" for g in groups)
+        return output.table(["GROUP"], [[g["group"]] for g in groups], sort=False)
     table = b.resolve_table(a.table) if a.table is not None else None
     if a.output == "ofctl":
         lines = b.ovsflows_ofctl(node, table)
@@ -169,6 +179,8 @@ COMMANDS: tuple[Command, ...] = (
             (_fmt(("yaml", "json"), "yaml"),)),
     Command(("get", "ovsflows"), "dump a node's OVS flows", h_ovsflows,
             (NODE, Arg(("-T", "--table"), dict(help="table number or name")),
+             Arg(("-G", "--groups"), dict(metavar="IDS", help="dump OVS groups instead: comma-separated "
+                                                               "group ids, or 'all' (AntreaProxy's select groups)")),
              _fmt(("table", "ofctl", "json"), "table")), aliases=("of",)),
     Command(("get", "networkpolicy"), "internal NetworkPolicies (of a node with --node)", h_networkpolicy,
             (NAME, NAMESPACE, NODE, _fmt(("table", "json", "yaml"), "table")), aliases=("netpol", "networkpolicies")),

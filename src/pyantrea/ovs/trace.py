@@ -128,6 +128,7 @@ _TUN_DST_LOAD = re.compile(r"^load:(0x[0-9a-fA-F]+|\d+)->NXM_NX_TUN_IPV4_DST\[\]
 _TUN_DST_NOW = re.compile(r"^-> NXM_NX_TUN_IPV4_DST\[\] is now ([0-9.]+)")
 _IN_PORT = re.compile(r"(?:^|,)in_port=(\w+)")
 _TRAILERS = ("Final flow:", "Megaflow:", "Datapath actions:")
+_BUCKET = re.compile(r"^bucket \d+$")
 _FLOOD_LIKE = frozenset({"NORMAL", "FLOOD", "ALL"})
 
 
@@ -303,8 +304,8 @@ def parse_trace(text: str, bridge: str = "br-int") -> Trace:
                 no_match = table
             opens.append(o)
             continue
-        if body in ("thaw",) or body.startswith("Resuming from table "):
-            continue
+        if body in ("thaw",) or body.startswith("Resuming from table ") or _BUCKET.match(body):
+            continue  # "bucket N": the select group's choice, printed before the bucket's own actions
         is_note = body.startswith(("->", ">>"))
         if not is_note:
             pop_to(ind)

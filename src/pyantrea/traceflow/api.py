@@ -10,7 +10,7 @@ from typing import Any
 from pyantrea.errors import InvalidArgument, NotFoundError
 from pyantrea.traceflow import hostleg
 from pyantrea.traceflow.engine import Engine, TraceflowError, flow_fields, parse_packet_flow
-from pyantrea.traceflow.model import HostStep, Packet, PassStep, Path, TraceBackend
+from pyantrea.traceflow.model import L4, HostStep, Packet, PassStep, Path, TraceBackend
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,14 @@ def resolve_spec(engine: Engine, source: str, destination: str, flow: str = "", 
                                           f"e.g. -f {svc.ports[0].protocol.lower()},"
                                           f"{svc.ports[0].protocol.lower()}_dst={svc.ports[0].port}")
                 proto, dport = cand[0].protocol.lower(), cand[0].port
+            if engine.proxy:  # AntreaProxy: OVS serves it; a port without endpoints shows in the trace
+                if not any(sp.port == dport and sp.protocol.lower() == proto for sp in svc.ports):
+                    ports = ", ".join(f"{sp.protocol}/{sp.port}" for sp in svc.ports)
+                    raise InvalidArgument(f"Service {dest_name} has no port {proto.upper()}/{dport} (ports: {ports})")
             # kube-proxy's model decides: no DNAT and a REJECT rule = a Service without endpoints
-            kp = engine.kube_proxy(spod.node_name)
+            kp = engine.kube_proxy(spod.node_name) if not engine.proxy else None
             nat_pkt = hostleg.NatPacket(proto, spod.pod_ip or "", dst_ip, dport, False)
-            if not [o for o in hostleg.nat_outcomes(kp, nat_pkt) if o.dnat_to]:
+            if kp is not None and not [o for o in hostleg.nat_outcomes(kp, nat_pkt) if o.dnat_to]:
                 rej = [o for o in hostleg.filter_outcomes(kp, nat_pkt)
                        if o.target is not None and o.target.kind == "REJECT"]
                 if rej:
@@ -126,6 +130,8 @@ def resolve_spec(engine: Engine, source: str, destination: str, flow: str = "", 
 
 
 def _is_service_ip(engine: Engine, node: str, ip: str) -> bool:
+    if engine.proxy:
+        return any(e.cluster_ip == ip for e in engine.services(node))
     return any(sp.cluster_ip == ip for sp in engine.kube_proxy(node).services)
 
 
@@ -151,6 +157,8 @@ def reply_path(engine: Engine, fwd: Path) -> Path:
         reply = req.reply()
         if ff.get("nw_src") and ff.get("nw_dst"):
             reply = reply.with_(src=ff["nw_dst"], dst=ff["nw_src"])
+            if engine.proxy and req.protocol in L4 and ff.get("tp_dst", "").isdigit() and req.dport is not None:
+                reply = reply.with_(sport=int(ff["tp_dst"]))  # the endpoint's port, after a Service's DNAT
         paths = engine.walk(reply, ("pod", o.node, o.pod), fwd.conntrack.copy(), direction="reply")
     elif o.action == "ForwardedOutOfOverlay" and isinstance(last, HostStep):
         reply = last.packet_out.reply()

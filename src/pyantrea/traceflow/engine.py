@@ -8,6 +8,13 @@ engine keeps the conntrack state the passes leave: each pass that commits a conn
 record their NAT. A later pass of the same connection (a reply) is then traced with
 `--ct-next trk,est,rpl` and the committed `ct_mark` in the flow (spec §7, "Reproducing the walks"),
 and a reply crossing a host is un-NATed as conntrack would.
+
+With the AntreaProxy gate, a Pod's packet to a Service is load-balanced in the pass itself: the
+Service port's select group picks a bucket from the datapath's hash, so the engine traces with
+`dp_hash=N`, one N per endpoint (the first N whose trace DNATs to it), and walks each endpoint in
+turn (`--endpoint` picks one); ofproto/trace simulates the DNAT, and the packet leaves the pass as
+the final flow has it. The connection is kept under its DNATed tuple, so the endpoint's reply is
+found, and un-DNATed after its pass.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyantrea.agent.openflow import tables as T
@@ -26,6 +33,7 @@ from pyantrea.traceflow import hostleg
 from pyantrea.traceflow.model import (
     L4,
     HostStep,
+    LBChoice,
     Outcome,
     Packet,
     PassRequest,
@@ -36,6 +44,8 @@ from pyantrea.traceflow.model import (
 )
 
 MAX_STEPS = 16
+MAX_DP_HASH = 64  # the datapath hashes tried to reach every bucket of a Service's group
+HAIRPIN_IP = "169.254.169.252"  # AntreaProxy's hairpin source (agent/openflow/service.py)
 ONLY_FORWARD = ("tcp_flags", "icmp_type", "icmp_code")
 RESERVED = ("in_port", "dl_src", "dl_dst", "nw_src", "nw_dst", "tun_src", "tun_dst", "ct_state", "ct_mark")
 
@@ -54,6 +64,8 @@ class Conntrack:
     ovs: dict[str, dict[tuple[Any, ...], int]] = field(default_factory=dict)  # node -> tuple -> ct_mark
     nat: dict[str, list[tuple[tuple[Any, ...], Packet, Packet, str]]] = field(default_factory=dict)
     # node -> [(original key, original packet, translated packet, what)]
+    ovs_nat: dict[str, dict[tuple[Any, ...], Packet]] = field(default_factory=dict)
+    # AntreaProxy: node -> DNATed key -> the packet before the DNAT (its replies are un-DNATed)
 
     def copy(self) -> "Conntrack":
         return copy.deepcopy(self)
@@ -159,6 +171,8 @@ class Engine:
         self._rules: dict[str, Any] = {}
         self._kp: dict[str, Any] = {}
         self._routes: dict[str, hostleg.NodeRoutes] = {}
+        self._services: dict[str, list[Any]] = {}
+        self.proxy = self.cluster.config.gate("AntreaProxy")
         self.traces = 0
 
     # ----------------------------------------------------------------------------- lookups
@@ -212,24 +226,52 @@ class Engine:
                 return i
         return None
 
+    def services(self, node: str) -> list[Any]:
+        """AntreaProxy's Service ports on `node` (with the gate on): from the cluster's Services and
+        Endpoints, as the node's agent computes them."""
+        if node not in self._services:
+            from pyantrea.agent.proxy.model import cluster_entries
+
+            net = self.net(node)
+            ents = cluster_entries(self.cluster.services, {e.key: e for e in self.cluster.endpoints}, node,
+                                   net.pod_cidr)
+            self._services[node] = [e for es in ents.values() for e in es]
+        return self._services[node]
+
+    def service_port(self, node: str, pkt: Packet) -> Any:
+        """The Service port AntreaProxy serves `pkt` as on `node` (its ClusterIP and port), or None."""
+        if not self.proxy or pkt.protocol not in L4:
+            return None
+        for e in self.services(node):
+            if e.cluster_ip == pkt.dst and e.port == pkt.dport and e.proto == pkt.protocol:
+                return e
+        return None
+
+    def _tname(self, t: int | None) -> str:
+        return _table_name(t, self.proxy)
+
     # ----------------------------------------------------------------------------- a pass
     def _ct_for(self, ct: Conntrack, node: str, pkt: Packet) -> tuple[str, tuple[str, ...], int | None]:
         table = ct.ovs.get(node, {})
         if pkt.key in table:
             m = table[pkt.key]
             return "established", ("trk,est",), m
-        if pkt.reverse_key in table:
-            m = table[pkt.reverse_key]
+        look = pkt.with_(dst=pkt.src) if pkt.dst == HAIRPIN_IP else pkt  # a hairpin reply, as conntrack has it
+        if look.reverse_key in table:
+            m = table[look.reverse_key]
             return "reply", ("trk,est,rpl",), m
         return "new", (), None
 
     def run_pass(self, ct: Conntrack, node: str, entry: str, pkt: Packet, *, pod: str | None = None,
-                 dl_src: str | None = None, dl_dst: str | None = None, tun_src: str | None = None) -> PassStep:
+                 dl_src: str | None = None, dl_dst: str | None = None, tun_src: str | None = None,
+                 dp_hash: int | None = None, lb: Any = None) -> PassStep:
         net = self.net(node)
         state, ct_next, mark = self._ct_for(ct, node, pkt)
         fields = pkt.l4_fields()
         if mark:
             fields.insert(1, f"ct_mark=0x{mark:x}")
+        if dp_hash is not None:
+            fields.append(f"dp_hash={dp_hash}")
         port = source = destination = None
         if entry == "pod":
             source, destination = pod, pkt.dst
@@ -258,10 +300,89 @@ class Engine:
         if res.trace is None:
             raise TraceflowError(f"ofproto/trace on {node} rejected the flow: {ovs_message(res.text, res.flow)}")
         committed, cmark = _commit_of(res.trace.hops) if state == "new" else (False, None)
+        unnat = None
         if committed:
             ct.ovs.setdefault(node, {})[pkt.key] = cmark or 0
-        return PassStep(node, entry, in_port, req, res, pkt, state, mark, cmark, committed)  # type: ignore[arg-type]
+            dnat = _dnat_of(res.trace.hops)
+            if dnat is not None:  # AntreaProxy's EndpointDNAT: conntrack knows the connection DNATed
+                key = pkt.with_(dst=dnat[0], dport=dnat[1] if pkt.protocol in L4 else pkt.dport).key
+                ct.ovs[node][key] = cmark or 0
+                ct.ovs_nat.setdefault(node, {})[key] = pkt
+        elif state == "reply":
+            look = pkt.with_(dst=pkt.src) if pkt.dst == HAIRPIN_IP else pkt
+            orig = ct.ovs_nat.get(node, {}).get(look.reverse_key)
+            if orig is not None:
+                unnat = (f"conntrack reverses the Service's DNAT: the reply's source becomes "
+                         f"{orig.dst}" + (f":{orig.dport}" if orig.dport is not None else "") + f" ({self.who(pkt.src)} "
+                         "answered)")
+        return PassStep(node, entry, in_port, req, res, pkt, state, mark, cmark, committed, lb,  # type: ignore[arg-type]
+                        unnat)
 
+    def _left(self, p: PassStep, ct: Conntrack) -> Packet:
+        """The packet as it leaves a pass: its TTL, and with AntreaProxy its addresses as the pass left
+        them (a DNAT, the hairpin SNAT, a reply's un-DNAT)."""
+        t = p.result.trace
+        assert t is not None
+        pkt = p.packet
+        ff = flow_fields(t.final_flow)
+        ttl = int(ff.get("nw_ttl", pkt.ttl) or pkt.ttl)
+        left = pkt.with_(ttl=ttl)
+        if not self.proxy:
+            return left
+        if ff.get("nw_src") and ff.get("nw_dst"):
+            left = left.with_(src=ff["nw_src"], dst=ff["nw_dst"])
+            if pkt.protocol in L4 and ff.get("tp_dst", "").isdigit() and ff.get("tp_src", "").isdigit():
+                left = left.with_(sport=int(ff["tp_src"]) if pkt.sport is not None else None,
+                                  dport=int(ff["tp_dst"]) if pkt.dport is not None else None)
+        if p.unnat is not None:
+            look = pkt.with_(dst=pkt.src) if pkt.dst == HAIRPIN_IP else pkt
+            orig = ct.ovs_nat.get(p.node, {}).get(look.reverse_key)
+            if orig is not None:
+                left = left.with_(src=orig.dst, sport=orig.dport)
+        return left
+
+    def lb_passes(self, ct: Conntrack, node: str, pkt: Packet, pod: str, endpoint: str | None
+                  ) -> list[tuple[PassStep, Conntrack, float]] | None:
+        """A Pod's packet to a Service port with AntreaProxy: one pass per endpoint the group can pick
+        (only `endpoint`'s when given), each with its own conntrack copy and probability. None: `pkt`
+        is not for a Service port OVS serves."""
+        e = self.service_port(node, pkt)
+        if e is None:
+            return None
+        addr = f"{e.cluster_ip}:{e.port}"
+        if not e.endpoints:
+            if endpoint is not None:
+                raise TraceflowError(f"Service {e.name} ({e.protocol} {addr}) has no ready endpoint on {node}")
+            ct2 = ct.copy()
+            p = self.run_pass(ct2, node, "pod", pkt, pod=pod, dp_hash=1)
+            gid = _group_of(p.result.text)
+            return [(replace(p, lb=LBChoice(e.name, e.protocol, addr, gid or 0, None, None, 0, 1)), ct2, 1.0)]
+        wanted = [ep.address for ep in e.endpoints]
+        if endpoint is not None:
+            wanted = [a for a in wanted if a == endpoint or a.rsplit(":", 1)[0] == endpoint]
+            if not wanted:
+                eps = ", ".join(ep.address for ep in e.endpoints)
+                raise TraceflowError(f"{endpoint} is not an endpoint of {e.name} on {node} (AntreaProxy's "
+                                     f"endpoints: {eps})")
+        found: dict[str, tuple[PassStep, Conntrack]] = {}
+        for h in range(1, MAX_DP_HASH + 1):
+            ct2 = ct.copy()
+            p = self.run_pass(ct2, node, "pod", pkt, pod=pod, dp_hash=h)
+            t = p.result.trace
+            assert t is not None
+            d = _dnat_of(t.hops)
+            got = f"{d[0]}:{d[1]}" if d else None
+            if got is not None and got in wanted and got not in found:
+                gid, bucket = _group_of(p.result.text), _bucket_of(p.result.text)
+                lb = LBChoice(e.name, e.protocol, addr, gid or 0, bucket, got, len(e.endpoints), h)
+                found[got] = (replace(p, lb=lb), ct2)
+            if d is None or len(found) == len(wanted):
+                break
+        if not found:  # no DNAT at all (e.g. the affinity learned another endpoint): the plain pass
+            ct2 = ct.copy()
+            return [(self.run_pass(ct2, node, "pod", pkt, pod=pod, dp_hash=1), ct2, 1.0)]
+        n = len(e.endpoints)
+        return [(found[a][0], found[a][1], 1.0 / n) for a in wanted if a in found]
     # ----------------------------------------------------------------------------- outcomes of a pass
     def _drop_outcome(self, p: PassStep) -> Outcome:
         t = p.result.trace
@@ -270,18 +391,18 @@ class Engine:
         if any("decrement TTL" in n for n in t.notes):
             h = t.hops[-1] if t.hops else None
             return Outcome("Dropped", node, table=h.table if h else None,
-                           table_name=_table_name(h.table) if h else None, flow=hop_flow(h) if h else None,
+                           table_name=self._tname(h.table) if h else None, flow=hop_flow(h) if h else None,
                            reason="the TTL ran out (dec_ttl on a packet with TTL 1)")
         last = t.hops[-1] if t.hops else None
         if last is None or (t.no_match_table is not None and (last is None or t.no_match_table != last.table)):
             tb = t.no_match_table if t.no_match_table is not None else 0
-            return Outcome("Dropped", node, table=tb, table_name=_table_name(tb),
-                           reason=f"no flow of table {tb} ({_table_name(tb)}) matches")
+            return Outcome("Dropped", node, table=tb, table_name=self._tname(tb),
+                           reason=f"no flow of table {tb} ({self._tname(tb)}) matches")
         tb = last.table
         flow = hop_flow(last)
         pols: tuple[str, ...] = ()
         rules: tuple[str, ...] = ()
-        reason = f"dropped by table {tb} ({_table_name(tb)})"
+        reason = f"dropped by table {tb} ({self._tname(tb)})"
         if tb == T.EGRESS_DEFAULT and last.priority > 0:
             src = flow_fields(last.match).get("nw_src", p.packet.src)
             iso = [r for r in self.rules(node).values() if r.direction == "Out"
@@ -301,13 +422,17 @@ class Engine:
             who = self.who(p.packet.dst)
             reason = (f"{who} is isolated for ingress by {', '.join(pols) or 'a policy'} and no ingress rule "
                       f"allows this packet")
+        elif tb == T.ENDPOINT_DNAT and self.proxy and p.lb is not None and p.lb.endpoint is None:
+            reason = (f"Service {p.lb.service} ({p.lb.protocol} {p.lb.address}) has no ready endpoint: EndpointDNAT "
+                      "sends the packet to the agent, which rejects the connection (TCP RST / ICMP port "
+                      "unreachable)")
         elif tb == T.SPOOF_GUARD:
             reason = "the source MAC/IP do not belong to the input port (SpoofGuard)"
         elif tb == T.CT_STATE:
             reason = "conntrack says the packet is invalid"
         elif tb == T.OUTPUT:
             reason = "no output port was resolved for this destination (table 110's miss flow)"
-        return Outcome("Dropped", node, table=tb, table_name=_table_name(tb), flow=flow, policies=pols,
+        return Outcome("Dropped", node, table=tb, table_name=self._tname(tb), flow=flow, policies=pols,
                        rules=rules, reason=reason)
 
     def who(self, ip: str) -> str:
@@ -365,46 +490,62 @@ class Engine:
                 return
             # a pipeline pass
             if kind == "pod":
+                lbs = self.lb_passes(ct, node, pkt, loc[2], endpoint)
+                if lbs is not None:  # AntreaProxy: one walk per endpoint the Service's group picks
+                    for p_i, ct_i, prob_i in lbs:
+                        ep = p_i.lb.endpoint if p_i.lb is not None else None
+                        steps_i = list(steps)
+                        went = self._after_pass(p_i, ct_i, steps_i, out, first, ep or chosen, prob * prob_i,
+                                                direction)
+                        if went is not None:
+                            self._walk(went[1], went[0], ct_i, steps_i, endpoint, prob * prob_i, ep or chosen, out,
+                                       first, direction)
+                    return
                 p = self.run_pass(ct, node, "pod", pkt, pod=loc[2])
             elif kind == "gateway":
                 p = self.run_pass(ct, node, "gateway", pkt, dl_dst=loc[2])
             else:
                 p = self.run_pass(ct, node, "tunnel", pkt, dl_src=loc[2], dl_dst=loc[3], tun_src=loc[4])
-            steps.append(p)
-            t = p.result.trace
-            assert t is not None
-            if t.verdict == "drop" or t.out_port is None:
-                out.append(Path(steps, self._drop_outcome(p), first, chosen, prob, ct, direction))
+            went = self._after_pass(p, ct, steps, out, first, chosen, prob, direction)
+            if went is None:
                 return
-            net = self.net(node)
-            out_name = p.result.port_names.get(t.out_port, str(t.out_port))
-            ff = flow_fields(t.final_flow)
-            ttl = int(ff.get("nw_ttl", pkt.ttl) or pkt.ttl)
-            left = pkt.with_(ttl=ttl)
-            if out_name == net.tunnel_name or t.out_port == net.tunnel_ofport:
-                tun_dst = t.tun_dst
-                peer = self.node_of_ip(tun_dst) if tun_dst else None
-                if peer is None:
-                    out.append(Path(steps, Outcome("ForwardedOutOfOverlay", node, port=out_name,
-                                                   reason=f"sent into the tunnel to {tun_dst}, which is no Node"),
-                                    first, chosen, prob, ct, direction))
-                    return
-                loc = ("tunnel", peer, ff.get("dl_src"), ff.get("dl_dst"), net.node_ip)
-                pkt = left
-                continue
-            if out_name == net.gateway_name or t.out_port == net.gateway_ofport:
-                loc = ("host", node)
-                pkt = left
-                continue
-            pod = self.iface_pod(node, out_name)
-            if pod is not None:
-                out.append(Path(steps, Outcome("Delivered", node, pod=pod, port=out_name,
-                                               reason=f"delivered to Pod {pod} on port {out_name}"),
+            loc, pkt = went
+
+    def _after_pass(self, p: PassStep, ct: Conntrack, steps: list[Step], out: list[Path], first: Packet,
+                    chosen: str | None, prob: float, direction: str) -> tuple[tuple[Any, ...], Packet] | None:
+        """Where the packet goes after a pass: (next location, packet), or None when the walk ended
+        there (its Path appended to `out`)."""
+        node = p.node
+        steps.append(p)
+        t = p.result.trace
+        assert t is not None
+        if t.verdict == "drop" or t.out_port is None:
+            out.append(Path(steps, self._drop_outcome(p), first, chosen, prob, ct, direction))
+            return None
+        net = self.net(node)
+        out_name = p.result.port_names.get(t.out_port, str(t.out_port))
+        ff = flow_fields(t.final_flow)
+        left = self._left(p, ct)
+        if out_name == net.tunnel_name or t.out_port == net.tunnel_ofport:
+            tun_dst = t.tun_dst
+            peer = self.node_of_ip(tun_dst) if tun_dst else None
+            if peer is None:
+                out.append(Path(steps, Outcome("ForwardedOutOfOverlay", node, port=out_name,
+                                               reason=f"sent into the tunnel to {tun_dst}, which is no Node"),
                                 first, chosen, prob, ct, direction))
-                return
-            out.append(Path(steps, Outcome("Delivered", node, port=out_name, reason=f"output to port {out_name}"),
+                return None
+            return ("tunnel", peer, ff.get("dl_src"), ff.get("dl_dst"), net.node_ip), left
+        if out_name == net.gateway_name or t.out_port == net.gateway_ofport:
+            return ("host", node), left
+        pod = self.iface_pod(node, out_name)
+        if pod is not None:
+            out.append(Path(steps, Outcome("Delivered", node, pod=pod, port=out_name,
+                                           reason=f"delivered to Pod {pod} on port {out_name}"),
                             first, chosen, prob, ct, direction))
-            return
+            return None
+        out.append(Path(steps, Outcome("Delivered", node, port=out_name, reason=f"output to port {out_name}"),
+                        first, chosen, prob, ct, direction))
+        return None
 
     def _walk_from_host(self, step: HostStep, nxt: tuple[Any, ...] | Outcome, pkt: Packet, ct: Conntrack,
                         steps: list[Step], endpoint: str | None, prob: float, chosen: str | None,
@@ -508,10 +649,33 @@ class Engine:
         return step, ("gateway", node, mac), out_pkt
 
 
-def _table_name(t: int | None) -> str:
+def _table_name(t: int | None, proxy: bool = False) -> str:
     if t is None:
         return ""
-    try:
-        return T.ARTICLE.name(t)
-    except KeyError:
-        return f"table {t}"
+    return T.table_name(t, proxy)
+
+
+_NAT_DST = re.compile(r"nat\(dst=([0-9.]+)(?::(\d+))?\)")
+_GROUP = re.compile(r"^\s*group:(\d+)\s*$", re.M)
+_BUCKET = re.compile(r"-> using bucket (\d+)")
+
+
+def _dnat_of(hops: Any) -> tuple[str, int | None] | None:
+    """The DNAT of AntreaProxy's EndpointDNAT commit in these hops: (ip, port), or None."""
+    for h in hops:
+        for a in h.flow_actions:
+            if a.startswith("ct(") and "commit" in a:
+                m = _NAT_DST.search(a)
+                if m:
+                    return m[1], int(m[2]) if m[2] else None
+    return None
+
+
+def _group_of(text: str) -> int | None:
+    m = _GROUP.search(text)
+    return int(m[1]) if m else None
+
+
+def _bucket_of(text: str) -> int | None:
+    m = _BUCKET.search(text)
+    return int(m[1]) if m else None

@@ -34,11 +34,25 @@ PURPOSE = {
 }
 
 
-def table_name(t: int) -> str:
-    try:
-        return T.ARTICLE.name(t)
-    except KeyError:
-        return f"table {t}"
+# AntreaProxy (the gate on): what differs
+PROXY_PURPOSE = {
+    29: "restores the destination of replies to the hairpin address",
+    30: "sends every IP packet through conntrack (zone 65520), which also applies the connections' NAT",
+    40: "holds the endpoints ClientIP session affinity remembered; else marks the packet for load balancing",
+    41: "sends a new connection to a Service port to that port's select group",
+    42: "DNATs to the endpoint the group picked, committing the connection with ct_mark 0x21",
+    106: "rewrites the source of a Pod that reached itself through a Service (hairpin)",
+}
+
+
+def table_name(t: int, proxy: bool = False) -> str:
+    return T.table_name(t, proxy)
+
+
+def purpose(t: int, proxy: bool = False) -> str:
+    if proxy and t in PROXY_PURPOSE:
+        return PROXY_PURPOSE[t]
+    return PURPOSE.get(t, "")
 
 
 def _mac_int(v: str) -> str:
@@ -47,16 +61,24 @@ def _mac_int(v: str) -> str:
 
 
 class _State:
-    """The packet's MACs and output register as the actions change them (for the sentences)."""
+    """The packet's MACs and output register as the actions change them (for the sentences), and with
+    AntreaProxy the packet after the Service's DNAT."""
 
-    def __init__(self, flow: str):
+    def __init__(self, flow: str, pkt: Any = None):
         f = flow_fields(flow)
         self.dl_src = f.get("dl_src", "")
         self.dl_dst = f.get("dl_dst", "")
         self.reg1: int | None = None
+        self.pkt = pkt
 
     def apply(self, actions: tuple[str, ...]) -> None:
         for a in actions:
+            m = re.search(r"nat\(dst=([0-9.]+)(?::(\d+))?\)", a)
+            if m and a.startswith("ct(") and self.pkt is not None:
+                self.pkt = self.pkt.with_(dst=m[1], dport=int(m[2]) if m[2] else self.pkt.dport)
+            m = re.match(r"set_field:([0-9.]+)->ip_src", a)
+            if m and self.pkt is not None:
+                self.pkt = self.pkt.with_(src=m[1])
             m = re.match(r"set_field:([0-9a-f:]{17})->eth_(src|dst)", a)
             if m:
                 setattr(self, "dl_" + m[2], m[1])
@@ -125,13 +147,17 @@ class Explainer:
         acts = h.flow_actions
         node = step.node
         net = self.e.net(node)
-        pkt = step.packet
-        head = f"table {t} {table_name(t)} ({PURPOSE.get(t, '')}), priority {prio}"
+        pkt = st.pkt if st.pkt is not None else step.packet
+        proxy = self.e.proxy
+        head = f"table {t} {table_name(t, proxy)} ({purpose(t, proxy)}), priority {prio}"
         if h.match:
             head += f" [{h.match}]"
         s = ""
         drop = acts == ("drop",)
-        if t == T.CLASSIFIER:
+        proxied = self._proxy_hop(step, h, f, pkt, st) if proxy else None
+        if proxied is not None:
+            s = proxied
+        elif t == T.CLASSIFIER:
             if "in_port" in f:
                 name = self.port_name(step, f["in_port"])
                 if name == net.tunnel_name:
@@ -168,7 +194,7 @@ class Explainer:
                 s = "Other ARP is switched by OVS's NORMAL action (MAC learning), e.g. a Pod asking for its gateway."
             else:
                 s = "Dropped."
-        elif t == T.CT_ZONE:
+        elif t == T.CT_ZONE and not proxy:
             st_txt = {"new": "new (trk|new)", "established": "established (trk,est)",
                       "reply": "a reply of an established connection (trk,est,rpl)"}[step.conntrack]
             mk = f" with ct_mark=0x{step.ct_mark:x}" if step.ct_mark else ""
@@ -197,7 +223,7 @@ class Explainer:
             else:
                 s = f"{pkt.dst} is not a Service address: on to the egress rules."
         elif t == T.EGRESS_RULE:
-            s = self._rule_table(step, h, f, "egress")
+            s = self._rule_table(step, h, f, "egress", pkt)
         elif t == T.EGRESS_DEFAULT:
             if drop:
                 o = self._iso(step, "Out", f.get("nw_src", pkt.src))
@@ -220,7 +246,7 @@ class Explainer:
                 s = (f"No port has the destination MAC {st.dl_dst}: the output port stays unresolved, and table 110 "
                      "will drop the packet.")
         elif t == T.INGRESS_RULE:
-            s = self._rule_table(step, h, f, "ingress")
+            s = self._rule_table(step, h, f, "ingress", pkt)
         elif t == T.INGRESS_DEFAULT:
             if drop:
                 reg1 = f.get("reg1")
@@ -254,6 +280,79 @@ class Explainer:
         st.apply(acts)
         return f"{head}: {s}"
 
+    def _proxy_hop(self, step: PassStep, h: Any, f: dict[str, str], pkt: Any, st: _State) -> str | None:
+        """AntreaProxy's sentences (the gate on); None: the table's usual one."""
+        t, prio, acts = h.table, h.priority, h.flow_actions
+        lb = step.lb
+        if t == T.SERVICE_HAIRPIN:
+            if prio == 200:
+                return ("A reply to the hairpin address 169.254.169.252: its destination becomes its own source "
+                        "again (the Pod that reached itself), reg0[18]=1 sends it back where it came from.")
+            return "Not addressed to the hairpin address: on to conntrack."
+        if t == T.CT_ZONE:
+            st_txt = {"new": "new (trk|new)", "established": "established (trk,est)",
+                      "reply": "a reply of an established connection (trk,est,rpl)"}[step.conntrack]
+            mk = f" with ct_mark=0x{step.ct_mark:x}" if step.ct_mark else ""
+            un = f" {step.unnat[0].upper()}{step.unnat[1:]}." if step.unnat else ""
+            return (f"ct(table=31,zone=65520,nat): conntrack looks the packet up (and applies the connection's "
+                    f"NAT to its later packets and replies); the connection is {st_txt}{mk}.{un}")
+        if t == T.CT_STATE:
+            if prio == 200 and f.get("ct_mark") == "0x21":
+                return ("A later packet or a reply of a Service connection (ct_mark 0x21, NATed by conntrack): "
+                        "reg0[19]=1 (rewrite the MACs) and straight to the egress rules, skipping the Service tables.")
+            if prio == 0:
+                return ("Not a tracked Service connection: SessionAffinity, then ServiceLB (resubmits) decide "
+                        "whether it goes to a Service.")
+            return None
+        if t == T.SESSION_AFFINITY:
+            if prio == 200:
+                ep = _reg_ip(acts)
+                return (f"ClientIP session affinity: this client reached the Service within the timeout, so it "
+                        f"keeps the endpoint learned then ({ep}); reg4[16..18]=0b010 (selected).")
+            return "No affinity entry for this client: reg4[16..18]=0b001 marks it for load balancing."
+        if t == T.SERVICE_LB:
+            if prio == 0:
+                return f"{pkt.dst} is not a Service port: no load balancing."
+            if any(a.startswith("learn(") for a in acts):
+                return ("ClientIP session affinity: the learn action remembers the endpoint the group picked for "
+                        "this client in SessionAffinity (for the Service's timeout), then on to EndpointDNAT.")
+            group = next((a for a in acts if a.startswith("group:")), "")
+            if lb is None:
+                return f"{f.get('nw_dst')}:{f.get('tp_dst')} is a Service port: {group}."
+            if lb.endpoint is None:
+                return (f"{lb.address} is Service {lb.service}'s port ({lb.protocol}): group {lb.group_id}, which "
+                        "has no ready endpoint: its only bucket marks reg4[19].")
+            return (f"{lb.address} is Service {lb.service}'s port ({lb.protocol}): its select group {lb.group_id} "
+                    f"(one bucket per ready endpoint, equal weights) picks bucket {lb.bucket} of {lb.buckets}, "
+                    f"endpoint {lb.endpoint}: reg3/reg4 get its IP and port, reg0[19]=1. (Traced with "
+                    f"dp_hash={lb.dp_hash}, the datapath hash that picks that bucket.)")
+        if t == T.ENDPOINT_DNAT:
+            if any(a.startswith(("CONTROLLER", "controller")) for a in acts):
+                return ("The Service port has no ready endpoint (reg4[19]): the packet goes to the agent, which "
+                        "rejects the connection (TCP RST / ICMP port unreachable).")
+            m = re.search(r"nat\(dst=([0-9.:]+)\)", ",".join(acts))
+            if m:
+                return (f"DNAT to {m[1]} ({self.e.who(m[1].split(':')[0])}): ct(commit,nat) commits the connection "
+                        "with ct_mark 0x21; the pipeline resumes at the egress rules with the DNATed packet, so "
+                        "NetworkPolicy applies to the endpoint.")
+            if prio == 190:
+                return "The endpoint affinity remembered is gone: back to ServiceLB to pick another."
+            return "No endpoint selected: not Service traffic."
+        if t == T.L3_FORWARDING and "reg0" in f and "dl_dst" not in f:
+            return (f"reg0[19] is set (a Service's DNAT, or the tunnel) and {f.get('nw_dst')} is local "
+                    f"{self.e.who(f.get('nw_dst', ''))}: the source MAC becomes the gateway's, the destination MAC "
+                    "the Pod's, and the TTL is decremented.")
+        if t == T.CT_COMMIT and prio == 210:
+            return "A Service connection EndpointDNAT already committed (ct_mark 0x21): no second commit."
+        if t == T.HAIRPIN_SNAT:
+            if prio == 200:
+                return ("The Pod reached itself through a Service: its source becomes 169.254.169.252 (so the "
+                        "reply comes back through br-int), reg0[18]=1.")
+            return "Not a hairpin: on to output."
+        if t == T.OUTPUT and prio == 210:
+            return "reg0[18] (hairpin): output back into the port it came in on (IN_PORT)."
+        return None
+
     def tunnel_peer(self, step: PassStep) -> str:
         f = flow_fields(step.result.flow)
         src = f.get("tun_src")
@@ -276,8 +375,8 @@ class Explainer:
         pols = sorted({r.policy for r in rules})
         return f" by {', '.join(pols)} [{'; '.join(self.e.rule_label(r) for r in rules)}]"
 
-    def _rule_table(self, step: PassStep, h: Any, f: dict[str, str], direction: str) -> str:
-        pkt = step.packet
+    def _rule_table(self, step: PassStep, h: Any, f: dict[str, str], direction: str, pkt: Any = None) -> str:
+        pkt = pkt if pkt is not None else step.packet
         nxt = "l3Forwarding" if direction == "egress" else "ConntrackCommit"
         dflt = "EgressDefaultRule" if direction == "egress" else "IngressDefaultRule"
         if h.priority == 210 and "nw_src" in f:
@@ -308,7 +407,8 @@ class Explainer:
         if any("tun_dst" in a for a in acts):
             cidr = f.get("nw_dst", "")
             peer, ip = self.peer_of_cidr(cidr)
-            return (f"{step.packet.dst} is in {peer}'s Pod CIDR {cidr}: decrement the TTL, set the source MAC to this "
+            dst = st.pkt.dst if st.pkt is not None else step.packet.dst
+            return (f"{dst} is in {peer}'s Pod CIDR {cidr}: decrement the TTL, set the source MAC to this "
                     f"gateway's and the destination MAC to the virtual MAC, and send it to the tunnel (reg1=1) with "
                     f"tun_dst={ip}. It skips L2 forwarding and the ingress tables: {peer} enforces ingress.")
         if f.get("dl_dst") == GLOBAL_VMAC:
@@ -380,7 +480,15 @@ class Explainer:
         if path.extras.get("noReply"):
             lines.append(f"No reply: {path.extras['noReply']}")
             return "\n".join(lines) + "\n"
-        if path.endpoint:
+        lb = next((s.lb for s in path.steps if isinstance(s, PassStep) and s.lb is not None), None)
+        if lb is not None:
+            if lb.endpoint is None:
+                lines.append(f"AntreaProxy: Service {lb.service} ({lb.protocol} {lb.address}) has no ready endpoint "
+                             f"(group {lb.group_id})")
+            else:
+                lines.append(f"AntreaProxy endpoint: {lb.endpoint} (group {lb.group_id}, bucket {lb.bucket} of "
+                             f"{lb.buckets}, probability {path.probability:.5g}; no host leg)")
+        elif path.endpoint:
             lines.append(f"kube-proxy endpoint: {path.endpoint} (picked with probability {path.probability:.5g})")
         if fwd is not None:
             lines.append(f"Request: {fwd.packet.describe()}: {fwd.outcome.action} ({fwd.outcome.reason}); "
@@ -401,7 +509,7 @@ class Explainer:
                 lines.append(f"  {n}. br-int pass: in from {s.in_port} ({who}), {s.packet.describe()}, "
                              f"conntrack: {s.conntrack}{mk}")
                 lines.append(f"     $ {s.request.command()}")
-                st = _State(s.result.flow)
+                st = _State(s.result.flow, s.packet)
                 for h in s.hops:
                     lines.append("     - " + self.hop(s, h, st))
                 t = s.result.trace
@@ -424,6 +532,15 @@ class Explainer:
             for r in o.rules:
                 lines.append(f"   rule: {r}")
         return "\n".join(lines) + "\n"
+
+
+def _reg_ip(acts: tuple[str, ...]) -> str:
+    for a in acts:
+        m = re.match(r"load:(0x[0-9a-fA-F]+)->NXM_NX_REG3\[\]", a)
+        if m:
+            n = int(m[1], 16)
+            return ".".join(str((n >> sh) & 0xFF) for sh in (24, 16, 8, 0))
+    return "?"
 
 
 def render_text(engine: Engine, spec: Any, paths: list[Path]) -> str:

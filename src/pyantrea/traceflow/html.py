@@ -52,6 +52,8 @@ def _kind(h: Any) -> str:
         return "ct"
     if t == T.DNAT:
         return "svc" if h.priority > 0 else "fwd"
+    if t in (T.SERVICE_LB, T.ENDPOINT_DNAT, T.HAIRPIN_SNAT, T.SERVICE_HAIRPIN):  # AntreaProxy
+        return "svc" if h.priority > 0 else "fwd"
     if t in (T.EGRESS_RULE, T.INGRESS_RULE, T.EGRESS_DEFAULT, T.INGRESS_DEFAULT):
         return "allow" if h.priority == 190 else "policy"
     if t == T.OUTPUT:
@@ -69,7 +71,7 @@ def _svg(engine: Engine, path: Path) -> str:
     cols: list[dict[str, Any]] = []
     for s in steps:
         if isinstance(s, PassStep):
-            st = _State(s.result.flow)
+            st = _State(s.result.flow, s.packet)
             boxes = []
             for h in s.hops:
                 boxes.append((h, ex.hop(s, h, st)))
@@ -108,7 +110,7 @@ def _svg(engine: Engine, path: Path) -> str:
             prev_y = None
             for j, (h, sentence) in enumerate(c["boxes"]):
                 y = TOP + j * (BOX_H + BOX_GAP)
-                short = table_name(h.table).split("(")[0]
+                short = table_name(h.table, engine.proxy).split("(")[0]
                 fill, stroke = COLORS[_kind(h)]
                 out.append(f'<g><title>{_e(sentence)}&#10;{_e(hop_flow(h))}</title>'
                            f'<rect x="{x}" y="{y}" width="{COL_W}" height="{BOX_H}" rx="6" fill="{fill}" '
@@ -225,7 +227,7 @@ def _details(engine: Engine, path: Path) -> str:
             out.append(f"<details open><summary>{n}. {_e(s.node)}: br-int, in from {_e(s.in_port)} "
                        f"({_e(s.packet.describe())}, conntrack {_e(s.conntrack)})</summary>")
             out.append(f"<p><code>{_e(s.request.command())}</code></p><ol class=\"hops\">")
-            st = _State(s.result.flow)
+            st = _State(s.result.flow, s.packet)
             for h in s.hops:
                 out.append(f"<li>{_e(ex.hop(s, h, st))}<br><code>{_e(hop_flow(h))}</code></li>")
             out.append("</ol></details>")

@@ -113,11 +113,28 @@ class PassStep:
     ct_mark: int | None  # the ct_mark put in the flow (replies of a gateway connection)
     committed_mark: int | None = None  # the ct_mark the pass committed, when it committed the connection
     committed: bool = False
+    lb: "LBChoice | None" = None  # AntreaProxy: the Service port, group and bucket this pass went through
+    unnat: str | None = None  # AntreaProxy: conntrack reversed the Service's DNAT of this reply (a sentence)
 
     @property
     def hops(self) -> tuple[Any, ...]:
         t = self.result.trace
         return t.hops if t is not None else ()
+
+
+@dataclass(frozen=True)
+class LBChoice:
+    """AntreaProxy's load balancing in a pass: the Service port's select group picked this endpoint (the
+    trace gets the datapath hash `dp_hash` that makes OVS pick that bucket)."""
+
+    service: str  # ns/name[:port]
+    protocol: str
+    address: str  # the Service address traced (clusterIP:port, or the NodePort virtual IP:nodePort)
+    group_id: int
+    bucket: int | None  # None: the port has no ready endpoint
+    endpoint: str | None  # ip:port
+    buckets: int
+    dp_hash: int
 
 
 @dataclass(frozen=True)

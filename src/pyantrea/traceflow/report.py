@@ -43,6 +43,10 @@ def pass_observations(engine: Engine, path: Path, i: int) -> list[dict[str, Any]
             obs.append(_obs(component="SpoofGuard", action="Forwarded"))
     else:
         obs.append(_obs(component="Forwarding", componentInfo="Classification", action="Received"))
+    if step.lb is not None and step.lb.endpoint is not None:  # AntreaProxy's DNAT, in OVS (spec §13.3 item 2)
+        ip = step.lb.endpoint.rsplit(":", 1)[0]
+        p = engine.pod_of_ip(ip)
+        obs.append(_obs(component="LB", action="Forwarded", pod=p.key if p else None, translatedDstIP=ip))
     rules = engine.rules(step.node)
     for h in hops:
         if h.table in (T.EGRESS_RULE, T.INGRESS_RULE) and _is_conj(h):
@@ -127,6 +131,13 @@ def pass_leg(engine: Engine, step: PassStep, first_hop: int) -> dict[str, Any]:
     })
     if step.committed:
         leg["committed"] = {"ctMark": f"0x{step.committed_mark:x}" if step.committed_mark else None}
+    if step.lb is not None:  # AntreaProxy's load balancing in this pass
+        lb = step.lb
+        leg["loadBalancing"] = {"service": lb.service, "protocol": lb.protocol, "address": lb.address,
+                                "group": lb.group_id, "bucket": lb.bucket, "buckets": lb.buckets,
+                                "endpoint": lb.endpoint, "dpHash": lb.dp_hash}
+    if step.unnat:
+        leg["conntrackNAT"] = step.unnat
     return leg
 
 

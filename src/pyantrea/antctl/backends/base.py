@@ -26,6 +26,7 @@ class Backend(Protocol):
     def ovsflows_ofctl(self, node: str, table: int | None) -> list[str]: ...
     def ovsflows_of13(self, node: str, table: int | None) -> list[str]: ...
     def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]: ...
+    def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]: ...
     def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]: ...
     def appliedtogroups(self, node: str | None, name: str | None) -> list[cp.AppliedToGroup]: ...
     def addressgroups(self, node: str | None, name: str | None) -> list[cp.AddressGroup]: ...
@@ -38,6 +39,40 @@ def flow_json(f: Flow) -> dict[str, Any]:
     return {"table": f.table, "priority": f.priority, "cookie": f"0x{f.cookie:x}",
             "match": ",".join(f.match.dump_parts(True)), "actions": f.of13_text(stats=None).split(" actions=", 1)[1],
             "flow": f.dump_text().strip()}
+
+
+def group_json(line: str, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One `dump-groups` line (OpenFlow 1.3) as JSON: id, type, buckets (weight, actions, and with
+    `stats` each bucket's packet and byte counters)."""
+    body = line.strip()
+    head, _, rest = body.partition(",bucket=")
+    fields = dict(kv.split("=", 1) for kv in head.split(",") if "=" in kv)
+    buckets = []
+    for i, b in enumerate(("bucket=" + rest).split(",bucket=") if rest else []):
+        b = b.removeprefix("bucket=")
+        weight, _, actions = b.partition(",actions=")
+        d: dict[str, Any] = {"weight": int(weight.removeprefix("weight:")), "actions": actions}
+        if stats is not None and i < len(stats.get("buckets", [])):
+            d["packets"], d["bytes"] = stats["buckets"][i]
+        buckets.append(d)
+    out: dict[str, Any] = {"groupID": int(fields.get("group_id", -1)), "type": fields.get("type", ""),
+                           "buckets": buckets, "group": body}
+    if stats is not None:
+        out["packets"], out["bytes"] = stats.get("packets", 0), stats.get("bytes", 0)
+    return out
+
+
+def parse_group_ids(spec: str) -> list[int] | None:
+    """antctl's -G: `all` (None) or comma-separated group ids."""
+    if spec.strip().lower() == "all":
+        return None
+    try:
+        ids = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidArgument(f"-G/--groups {spec!r}: comma-separated group ids or 'all'") from None
+    if not ids or any(i < 0 for i in ids):
+        raise InvalidArgument(f"-G/--groups {spec!r}: comma-separated group ids or 'all'")
+    return ids
 
 
 def _filter_name(objs: list[Any], name: str | None, kind: str) -> list[Any]:
@@ -68,7 +103,7 @@ class ClusterQueries:
         return node
 
     def resolve_table(self, spec: str) -> int:
-        return T.ARTICLE.resolve(spec)
+        return T.pipeline_for(self.cluster.config.gate("AntreaProxy")).resolve(spec)
 
     def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]:
         st = self.policy_state()

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pyantrea.antctl.backends.base import ClusterQueries
+from pyantrea.antctl.backends.base import ClusterQueries, group_json
 from pyantrea.apis import controlplane as cp
 from pyantrea.errors import NotFoundError, PyantreaError
 from pyantrea.httpapi import APIClient
@@ -130,6 +130,16 @@ class LabBackend(ClusterQueries):
             if m:
                 out.append({"table": int(m.group(2) or 0), "priority": int(m.group(3)), "cookie": m.group(1).rstrip(","),
                             "match": m.group(4), "actions": m.group(5), "flow": line.strip()})
+        return out
+
+    def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]:
+        """The node's OVS groups as OVS has them, with their bucket counters (the agent's /v1/ovsgroups)."""
+        ans = self.agent(node).get("/v1/ovsgroups")
+        out = []
+        for line in ans["lines"]:
+            g = group_json(line, ans["stats"].get(str(group_json(line)["groupID"]), {}))
+            if ids is None or g["groupID"] in ids:
+                out.append(g)
         return out
 
     # ---------------------------------------------------------------------------- agent objects

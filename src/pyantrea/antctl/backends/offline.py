@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from pyantrea.agent.tracepacket import build_flow
-from pyantrea.antctl.backends.base import ClusterQueries, flow_json
+from pyantrea.antctl.backends.base import ClusterQueries, flow_json, group_json
 from pyantrea.errors import NotFoundError
 from pyantrea.ovs.flow import Flow
 from pyantrea.ovs.trace import TraceResult
@@ -44,6 +44,10 @@ class OfflineBackend(ClusterQueries):
 
     def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]:
         return [flow_json(f) for f in self._flows(node, table)]
+
+    def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]:
+        groups = self.offline.node_flows(node).groups
+        return [group_json(g.dump_text()) for g in groups if ids is None or g.group_id in ids]
 
     def podinterfaces(self, node: str | None, name: str | None, ns: str | None) -> list[dict[str, Any]]:
         nets = [self.cluster.network(node)] if node else list(self.cluster.networks)
