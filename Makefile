@@ -16,7 +16,8 @@ offline-demo: setup
 down:
 	pyantrea lab down
 
-test: setup
+# the Kubernetes-mode tests need kube-apiserver & co.: built once into a cache outside the checkout
+test: setup kubernetes
 	$(PY) -m pytest -q -ra
 
 unit: setup
