@@ -11,13 +11,6 @@ from pyantrea.traceflow.engine import Engine, hop_flow
 from pyantrea.traceflow.explain import Explainer, _State, table_name
 from pyantrea.traceflow.model import HostStep, PassStep, Path
 
-COL_W = 200
-COL_GAP = 56
-BOX_H = 30
-BOX_GAP = 8
-TOP = 86
-LEFT = 24
-
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#1d2330;background:#f6f7fb}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 6px}
@@ -31,6 +24,28 @@ table.obs td,table.obs th{border:1px solid #dde1ea;padding:3px 8px;text-align:le
 ol.hops{font-size:13px;line-height:1.45} ol.hops li{margin:3px 0}
 code{font-size:12px;background:#eef1f7;padding:1px 4px;border-radius:3px}
 details summary{cursor:pointer;font-weight:600;margin:6px 0}
+.path{display:flex;flex-wrap:wrap;align-items:flex-start;row-gap:14px}
+.node{border:1px dashed #b8c2d6;border-radius:10px;padding:10px 12px 12px;background:#fff;min-width:0}
+.node>.lbl.nodename{font-size:16px;font-weight:700;margin:0 0 8px}
+.cols{display:flex;flex-wrap:wrap;align-items:flex-start;row-gap:14px}
+.col{width:230px;flex:none;min-width:0}
+.col>.head{font-size:13px;font-weight:600;color:#35506e;overflow-wrap:anywhere}
+.col>.head.host{color:#8a6d1f}
+.col>.conn{font-size:11px;color:#505a6b;margin:2px 0 8px;overflow-wrap:anywhere}
+.box{display:flex;align-items:baseline;column-gap:8px;border:1.5px solid;border-radius:6px;padding:6px 8px;
+margin:0 0 14px;position:relative}
+.box:not(:last-of-type)::after{content:"";position:absolute;left:calc(50% - 5px);bottom:-12px;border-left:5px solid transparent;
+border-right:5px solid transparent;border-top:8px solid #8190aa}
+.box>.tid{font-size:13px;font-weight:700;min-width:26px}
+.box>.tname{flex:1 1 auto;min-width:0;font-size:12px;color:#1d2330;overflow-wrap:anywhere}
+.box>.prio{flex:none;font-size:10px;color:#505a6b}
+.hostbox{border:1.5px solid #c07a1a;background:#fff7e6;border-radius:8px;padding:6px 8px;margin:0 0 8px}
+.hostbox>.hk{font-size:11px;font-weight:700;color:#8a5a10;overflow-wrap:anywhere}
+.hostbox>.hv{font-size:11px;color:#1d2330;padding-left:8px;overflow-wrap:anywhere}
+.res{font-size:12px;font-weight:600;overflow-wrap:anywhere}
+.link{flex:none;width:60px;margin-top:40px;text-align:center}
+.link>.lbl{display:block;font-size:10px;color:#35506e;overflow-wrap:anywhere}
+.verdict{font-size:15px;font-weight:700;margin:12px 0 0;overflow-wrap:anywhere}
 """
 
 COLORS = {
@@ -65,143 +80,109 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _svg(engine: Engine, path: Path) -> str:
+ARROW_DEFS = ('<svg class="defs" width="0" height="0" style="position:absolute" aria-hidden="true"><defs>'
+              '<marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#35506e"/></marker></defs></svg>')
+
+
+def _link(label: str) -> str:
+    """The arrow from one column to the next (to another pass, the host, or a peer node), with its label."""
+    return ('<div class="link"><svg width="52" height="12" aria-hidden="true"><line x1="2" y1="6" x2="48" y2="6" '
+            'stroke="#35506e" stroke-width="2" marker-end="url(#arr)"/></svg>'
+            + (f'<span class="lbl">{_e(label)}</span>' if label else "") + "</div>")
+
+
+def _pass_column(ex: Explainer, s: PassStep) -> str:
+    out = [f'<div class="col"><div class="lbl head">br-int, in from {_e(s.in_port)}</div>',
+           f'<div class="lbl conn">conntrack: {_e(s.conntrack)}'
+           + (f", ct_mark=0x{s.ct_mark:x}" if s.ct_mark else "") + "</div>"]
+    st = _State(s.result.flow)
+    for h in s.hops:
+        sentence = ex.hop(s, h, st)
+        fill, stroke = COLORS[_kind(h)]
+        out.append(f'<div class="box" style="background:{fill};border-color:{stroke}" '
+                   f'title="{_e(sentence)}&#10;{_e(hop_flow(h))}">'
+                   f'<span class="lbl tid" style="color:{stroke}">{h.table}</span>'
+                   f'<span class="lbl tname">{_e(table_name(h.table).split("(")[0])}</span>'
+                   f'<span class="lbl prio">p{h.priority}</span></div>')
+    t = s.result.trace
+    if t is not None and t.verdict == "output" and t.out_port is not None:
+        res, color = f"out of {s.result.port_names.get(t.out_port, str(t.out_port))}", "#35506e"
+    else:
+        res, color = "dropped", "#c62828"
+    out.append(f'<div class="lbl res" style="color:{color}">{_e(res)}</div></div>')
+    return "".join(out)
+
+
+def _host_column(ex: Explainer, s: HostStep) -> str:
+    lines: list[tuple[str, str]] = []
+    pi, po = s.packet_in, s.packet_out
+    if s.unnat:
+        lines.append(("conntrack", "reverses NAT"))
+        if po.src != pi.src:
+            lines.append(("", f"src {pi.src} -> {po.src}"))
+        if po.dst != pi.dst:
+            lines.append(("", f"dst {pi.dst} -> {po.dst}"))
+    if s.nat is not None:
+        lines += [("kube-proxy", f"DNAT {pi.dst}:{pi.dport}"), ("", f"-> {s.nat.dnat_to}"),
+                  ("", f"{s.nat.endpoint_chain or ''}")]
+    if s.reject is not None:
+        lines.append(("kube-proxy", "REJECT: no endpoints"))
+    if s.masquerade:
+        lines.append(("masquerade", f"src -> {po.src}"))
+    if s.route is not None:
+        r = s.route
+        how = {"pod": f"connected, {r.device}", "peer": f"via {r.via} onlink", "local": "local address",
+               "underlay": "default route, underlay"}[r.kind]
+        lines += [("route", f"{po.dst}"), ("", how)]
+    if s.arp_mac:
+        lines += [("ARP", f"{s.route.via if s.route else ''} is-at"), ("", f"{s.arp_mac} (table 20)")]
+    body = []
+    for lab, val in lines:
+        if lab:
+            body.append(f'<div class="lbl hk">{_e(lab)}</div>')
+        if val:
+            body.append(f'<div class="lbl hv">{_e(val)}</div>')
+    return (f'<div class="col"><div class="lbl head host">host (Linux)</div><div class="lbl conn">&nbsp;</div>'
+            f'<div class="hostbox" title="{_e(" ".join(ex.host(s)))}">{"".join(body)}</div></div>')
+
+
+def _diagram(engine: Engine, path: Path) -> str:
+    """The path as node panels (consecutive steps of one node), one column per br-int pass or host leg,
+    one box per table; laid out by the browser (flex, wrapping), so that no label is ever cut off."""
     ex = Explainer(engine)
     steps = path.steps
-    cols: list[dict[str, Any]] = []
-    for s in steps:
-        if isinstance(s, PassStep):
-            st = _State(s.result.flow, s.packet)
-            boxes = []
-            for h in s.hops:
-                boxes.append((h, ex.hop(s, h, st)))
-            cols.append({"step": s, "boxes": boxes})
+    panels: list[tuple[str, list[int]]] = []
+    for i, s in enumerate(steps):
+        if panels and panels[-1][0] == s.node:
+            panels[-1][1].append(i)
         else:
-            cols.append({"step": s, "boxes": []})
-    n_rows = max([len(c["boxes"]) for c in cols] + [4])
-    height = TOP + n_rows * (BOX_H + BOX_GAP) + 90
-    width = LEFT * 2 + len(cols) * COL_W + (len(cols) - 1) * COL_GAP
-    out: list[str] = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-                      f'viewBox="0 0 {width} {height}" role="img" aria-label="packet path">',
-                      '<defs><marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-                      'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#35506e"/></marker></defs>']
-    # node panels: consecutive columns of one node
-    spans: list[tuple[str, int, int]] = []
-    for i, c in enumerate(cols):
-        node = c["step"].node
-        if spans and spans[-1][0] == node:
-            spans[-1] = (node, spans[-1][1], i)
-        else:
-            spans.append((node, i, i))
-    for node, a, b in spans:
-        x0 = LEFT + a * (COL_W + COL_GAP) - 12
-        x1 = LEFT + b * (COL_W + COL_GAP) + COL_W + 12
-        out.append(f'<rect x="{x0}" y="8" width="{x1 - x0}" height="{height - 16}" rx="10" fill="#ffffff" '
-                   f'stroke="#b8c2d6" stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{x0 + 12}" y="30" font-size="16" font-weight="700" fill="#1d2330">Node {_e(node)}</text>')
-    for i, c in enumerate(cols):
-        s = c["step"]
-        x = LEFT + i * (COL_W + COL_GAP)
-        if isinstance(s, PassStep):
-            label = f"br-int, in from {s.in_port}"
-            sub = f"conntrack: {s.conntrack}" + (f", ct_mark=0x{s.ct_mark:x}" if s.ct_mark else "")
-            out.append(f'<text x="{x}" y="54" font-size="13" font-weight="600" fill="#35506e">{_e(label)}</text>')
-            out.append(f'<text x="{x}" y="70" font-size="11" fill="#505a6b">{_e(sub)}</text>')
-            prev_y = None
-            for j, (h, sentence) in enumerate(c["boxes"]):
-                y = TOP + j * (BOX_H + BOX_GAP)
-                short = table_name(h.table, engine.proxy).split("(")[0]
-                fill, stroke = COLORS[_kind(h)]
-                out.append(f'<g><title>{_e(sentence)}&#10;{_e(hop_flow(h))}</title>'
-                           f'<rect x="{x}" y="{y}" width="{COL_W}" height="{BOX_H}" rx="6" fill="{fill}" '
-                           f'stroke="{stroke}" stroke-width="1.5"/>'
-                           f'<text x="{x + 8}" y="{y + 19}" font-size="13" font-weight="700" fill="{stroke}">{h.table}</text>'
-                           f'<text x="{x + 38}" y="{y + 19}" font-size="12" fill="#1d2330">{_e(short)}</text>'
-                           f'<text x="{x + COL_W - 8}" y="{y + 19}" font-size="10" text-anchor="end" fill="#505a6b">'
-                           f'p{h.priority}</text></g>')
-                if prev_y is not None:
-                    out.append(f'<line x1="{x + COL_W / 2}" y1="{prev_y + BOX_H}" x2="{x + COL_W / 2}" y2="{y}" '
-                               f'stroke="#8190aa" stroke-width="1.5" marker-end="url(#arr)"/>')
-                prev_y = y
-            t = s.result.trace
-            end_y = TOP + len(c["boxes"]) * (BOX_H + BOX_GAP) + 6
-            if t is not None and t.verdict == "output" and t.out_port is not None:
-                name = s.result.port_names.get(t.out_port, str(t.out_port))
-                res = f"out of {name}"
-                color = "#35506e"
-            else:
-                res = "dropped"
-                color = "#c62828"
-            out.append(f'<text x="{x}" y="{end_y + 12}" font-size="12" font-weight="600" fill="{color}">{_e(res)}</text>')
-        else:
-            assert isinstance(s, HostStep)
-            out.append(f'<text x="{x}" y="54" font-size="13" font-weight="600" fill="#8a6d1f">host (Linux)</text>')
-            lines = []
-            pi, po = s.packet_in, s.packet_out
-            if s.unnat:
-                lines.append(("conntrack", "reverses NAT"))
-                if po.src != pi.src:
-                    lines.append(("", f"src {pi.src} -> {po.src}"))
-                if po.dst != pi.dst:
-                    lines.append(("", f"dst {pi.dst} -> {po.dst}"))
-            if s.nat is not None:
-                lines.append(("kube-proxy", f"DNAT {pi.dst}:{pi.dport}"))
-                lines.append(("", f"-> {s.nat.dnat_to}"))
-                lines.append(("", f"{s.nat.endpoint_chain or ''}"))
-            if s.reject is not None:
-                lines.append(("kube-proxy", "REJECT: no endpoints"))
-            if s.masquerade:
-                lines.append(("masquerade", f"src -> {po.src}"))
-            if s.route is not None:
-                r = s.route
-                how = {"pod": f"connected, {r.device}", "peer": f"via {r.via} onlink", "local": "local address",
-                       "underlay": "default route, underlay"}[r.kind]
-                lines.append(("route", f"{po.dst}"))
-                lines.append(("", how))
-            if s.arp_mac:
-                lines.append(("ARP", f"{s.route.via if s.route else ''} is-at"))
-                lines.append(("", f"{s.arp_mac} (table 20)"))
-            split: list[tuple[str, str]] = []
-            for lab, val in lines:
-                if lab:
-                    split.append((lab, ""))
-                split.append(("", val))
-            lines = split
-            box_h = 14 + 16 * len(lines)
-            out.append(f'<g><title>{_e(" ".join(ex.host(s)))}</title>'
-                       f'<rect x="{x}" y="{TOP}" width="{COL_W}" height="{box_h}" rx="8" fill="#fff7e6" '
-                       f'stroke="#c07a1a" stroke-width="1.5"/>')
-            for k, (lab, val) in enumerate(lines):
-                y = TOP + 18 + 16 * k
-                if lab:
-                    out.append(f'<text x="{x + 8}" y="{y}" font-size="11" font-weight="700" fill="#8a5a10">{_e(lab)}</text>')
-                else:
-                    out.append(f'<text x="{x + 16}" y="{y}" font-size="10.5" fill="#1d2330">{_e(val)}</text>')
-            out.append("</g>")
-        # the arrow to the next column
-        if i + 1 < len(cols):
-            nxt = cols[i + 1]["step"]
-            ax = x + COL_W + 4
-            ay = TOP + 14
-            label = ""
-            if isinstance(s, PassStep) and isinstance(nxt, PassStep) and nxt.entry == "tunnel":
-                label = "Geneve"
-            elif isinstance(s, PassStep) and isinstance(nxt, HostStep):
-                label = "gw0"
-            elif isinstance(s, HostStep):
-                label = "gw0"
-            out.append(f'<line x1="{ax}" y1="{ay}" x2="{ax + COL_GAP - 8}" y2="{ay}" stroke="#35506e" stroke-width="2" '
-                       f'marker-end="url(#arr)"/>')
-            if label:
-                out.append(f'<text x="{ax + (COL_GAP - 8) / 2}" y="{ay - 6}" font-size="10" text-anchor="middle" '
-                           f'fill="#35506e">{_e(label)}</text>')
+            panels.append((s.node, [i]))
+
+    def link_after(i: int) -> str:
+        s, nxt = steps[i], steps[i + 1]
+        if isinstance(s, PassStep) and isinstance(nxt, PassStep) and nxt.entry == "tunnel":
+            return _link("Geneve")
+        return _link("gw0" if isinstance(s, HostStep) or isinstance(nxt, HostStep) else "")
+
+    out = ['<div class="path">']
+    for node, idx in panels:
+        out.append(f'<div class="node"><div class="lbl nodename">Node {_e(node)}</div><div class="cols">')
+        for k, i in enumerate(idx):
+            s = steps[i]
+            out.append(_pass_column(ex, s) if isinstance(s, PassStep) else _host_column(ex, s))  # type: ignore[arg-type]
+            if k + 1 < len(idx):
+                out.append(link_after(i))
+        out.append("</div></div>")
+        if idx[-1] + 1 < len(steps):
+            out.append(link_after(idx[-1]))
+    out.append("</div>")
     o = path.outcome
-    fill = {"Delivered": "#1f8a4c", "Dropped": "#c62828"}.get(o.action, "#8a6d1f")
+    color = {"Delivered": "#1f8a4c", "Dropped": "#c62828"}.get(o.action, "#8a6d1f")
     msg = f"{o.action} on {o.node}" + (f": Pod {o.pod}" if o.pod else "") + (
         f" (table {o.table} {o.table_name})" if o.action == "Dropped" and o.table is not None else "")
-    out.append(f'<text x="{LEFT}" y="{height - 22}" font-size="15" font-weight="700" fill="{fill}">{_e(msg)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    out.append(f'<div class="lbl verdict" style="color:{color}">{_e(msg)}</div>')
+    return "".join(out)
 
 
 def _observations(doc: dict[str, Any]) -> str:
@@ -243,6 +224,7 @@ def _details(engine: Engine, path: Path) -> str:
 def render_html(engine: Engine, spec: Any, paths: list[Path], docs: list[dict[str, Any]]) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>traceflow {_e(spec.source)} to {_e(spec.destination)}</title><style>{CSS}</style></head><body>",
+             ARROW_DEFS,
              f"<h1>Traceflow {_e(spec.source)} &rarr; {_e(spec.destination)}</h1>"]
     for p, d in zip(paths, docs):
         o = p.outcome
@@ -256,7 +238,7 @@ def render_html(engine: Engine, spec: Any, paths: list[Path], docs: list[dict[st
                      f"{_e(o.reason)}</p>")
         if o.rules:
             parts.append(f'<p class="sub">policy rules: {_e("; ".join(o.rules))}</p>')
-        parts.append(f'<div class="card">{_svg(engine, p)}</div>')
+        parts.append(f'<div class="card">{_diagram(engine, p)}</div>')
         parts.append(f'<div class="card"><b>Antrea Traceflow observations</b>{_observations(d)}</div>')
         parts.append(f'<div class="card">{_details(engine, p)}</div>')
     parts.append("</body></html>\n")
