@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from pyantrea.apis import crd
 from pyantrea.apis.k8s import REQUESTED_IP, AgentConfig, Endpoints, Namespace, NetworkPolicy, Node, Pod, Service
 from pyantrea.controller import allocators
 from pyantrea.errors import ManifestError, NotFoundError, PyantreaError
@@ -49,12 +50,24 @@ KIND_API: dict[str, str] = {
     "NetworkPolicy": "networking.k8s.io/v1",
     "NodeInterfaces": "pyantrea.io/v1alpha1",
 }
-CLUSTER_SCOPED = frozenset({"Namespace", "Node", "NodeInterfaces"})
+# Antrea-native policy kinds, served with the AntreaPolicy gate on (store kind -> apiVersion).
+# Antrea's NetworkPolicy is stored as AntreaNetworkPolicy: it shares its kind with Kubernetes'.
+ANTREA_KIND_API: dict[str, str] = {k: crd.API_VERSION for k in crd.KINDS}
+CLUSTER_SCOPED = frozenset({"Namespace", "Node", "NodeInterfaces", "ClusterNetworkPolicy", "Tier", "ClusterGroup"})
 BUILTIN_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 STATE_FILE = "cluster.yaml"
 # Admission order inside one request: what others refer to first (kubectl apply -f DIR does not
 # order, but a folder is one request here and must not depend on file names).
-_ORDER = {"Namespace": 0, "Node": 1, "NodeInterfaces": 2, "Service": 3, "Endpoints": 4, "Pod": 5, "NetworkPolicy": 6}
+_ORDER = {"Namespace": 0, "Node": 1, "NodeInterfaces": 2, "Service": 3, "Endpoints": 4, "Pod": 5, "NetworkPolicy": 6,
+          "Tier": 6, "ClusterGroup": 7, "Group": 7, "ClusterNetworkPolicy": 8, "AntreaNetworkPolicy": 8}
+
+
+def store_kind(doc: dict[str, Any]) -> str:
+    """The kind a document is stored under: Antrea's NetworkPolicy (crd.antrea.io) is AntreaNetworkPolicy."""
+    kind = str(doc.get("kind"))
+    if kind == "NetworkPolicy" and doc.get("apiVersion") == crd.API_VERSION:
+        return crd.ANP
+    return kind
 
 ObjKey = tuple[str, str, str]  # kind, namespace ("" when cluster-scoped), name
 
@@ -226,7 +239,7 @@ class ObjectStore:
                 problems += e.problems
         if problems:
             raise ManifestError(problems)
-        decoded.sort(key=lambda t: _ORDER.get(str(t[0].get("kind")), 9))
+        decoded.sort(key=lambda t: _ORDER.get(store_kind(t[0]), 9))
         with self._commit_lock:
             with self.cond:
                 staged = dict(self.objects)
@@ -250,6 +263,9 @@ class ObjectStore:
                 results.append({"object": key_str(k), "action": "configured" if old is not None else "created"})
             if problems:
                 raise ManifestError(problems)
+            problems += self._antrea_admission(styped, self._where(decoded))
+            if problems:
+                raise ManifestError(problems)
             changes += self._sync_endpoints(staged, styped, {c[0] for c in changes})
             self._commit(changes)
             return {"resourceVersion": self.rv, "results": results}
@@ -265,17 +281,19 @@ class ObjectStore:
             if not isinstance(name, str) or not name:
                 problems.append(f"{where}: {doc.get('kind')}: metadata.name is required")
                 continue
-            kind = str(doc["kind"])
+            kind = store_kind(doc)
             ns = "" if kind in CLUSTER_SCOPED else str(meta.get("namespace") or "default")
             keys.append((kind, ns, name))
         with self._commit_lock:
             with self.cond:
                 staged = dict(self.objects)
                 styped = dict(self.typed)
-            missing = [key_str(k) for k in keys if k not in staged]
+            builtin = [k for k in keys if k[0] == crd.TIER and k[2] in crd.BUILTIN_TIERS]
+            missing = [key_str(k) for k in keys if k not in staged and k not in builtin]
             problems += [f"{what}: {m}: not found" for m in missing]
             problems += [f"{what}: Namespace {k[2]}: the built-in namespace cannot be deleted"
                          for k in keys if k[0] == "Namespace" and k[2] in BUILTIN_NAMESPACES]
+            problems += [f"{what}: Tier {k[2]}: cannot delete reserved tier {k[2]} (a built-in Tier)" for k in builtin]
             if problems:
                 raise NotFoundError("\n".join(problems)) if len(problems) == len(missing) else ManifestError(problems)
             gone: list[ObjKey] = []
@@ -291,6 +309,9 @@ class ObjectStore:
                     del staged[k]
                     styped.pop(k, None)
                     changes.append((k, None))
+            problems = self._tier_deletion(what, [k for k in keys if k[0] == crd.TIER], styped)
+            if problems:
+                raise ManifestError(problems)
             changes += self._sync_endpoints(staged, styped, set(gone))
             self._commit(changes)
             return {"resourceVersion": self.rv, "results": [{"object": key_str(k), "action": "deleted"} for k in keys]}
@@ -321,14 +342,29 @@ class ObjectStore:
 
     # ------------------------------------------------------------------------------ admission
 
-    @staticmethod
-    def _check_kinds(docs: list[tuple[Any, str]], need_api: bool = True) -> None:
+    def _check_kinds(self, docs: list[tuple[Any, str]], need_api: bool = True) -> None:
+        from pyantrea.k8s.antreacrd import gate_problem
+
         problems = []
+        gate = self.config.gate(crd.GATE)
         for doc, where in docs:
             if not isinstance(doc, dict):
                 problems.append(f"{where}: document is not a mapping")
                 continue
             kind, api = doc.get("kind"), doc.get("apiVersion")
+            skind = store_kind(doc)
+            if api == crd.API_VERSION or (skind in ANTREA_KIND_API and kind != "NetworkPolicy"):
+                if skind not in ANTREA_KIND_API:
+                    problems.append(f"{where}: kind {kind!r} (apiVersion {api!r}) is not served by this API server "
+                                    f"(of {crd.API_VERSION} it serves {', '.join(sorted(set(crd.MANIFEST_KIND.values())))})")
+                elif not gate:
+                    m = doc.get("metadata")
+                    meta: dict[str, Any] = m if isinstance(m, dict) else {}
+                    ns = "" if skind in CLUSTER_SCOPED else f"{meta.get('namespace') or 'default'}/"
+                    problems.append(f"{where}: {kind} {ns}{meta.get('name', '')}: {gate_problem(skind)}")
+                elif api != crd.API_VERSION and (need_api or api is not None):
+                    problems.append(f"{where}: {kind}: apiVersion {api!r} is not served (use {crd.API_VERSION})")
+                continue
             if kind not in KIND_API:
                 problems.append(f"{where}: kind {kind!r} (apiVersion {api!r}) is not served by this API server "
                                 f"(it serves {', '.join(sorted(KIND_API))})")
@@ -339,7 +375,7 @@ class ObjectStore:
 
     @staticmethod
     def _key(doc: dict[str, Any], obj: Any) -> ObjKey:
-        kind = str(doc["kind"])
+        kind = store_kind(doc)
         name = _meta(doc)["name"]
         ns = "" if kind in CLUSTER_SCOPED else getattr(obj, "namespace", None) or "default"
         return kind, ns, str(name)
@@ -475,6 +511,51 @@ class ObjectStore:
             meta.setdefault("annotations", {})[REQUESTED_IP] = obj.pod_ip
         doc["status"] = {"phase": "Pending"}
 
+    # ------------------------------------------------------------------------------ Antrea-native policies
+
+    def _where(self, decoded: list[tuple[dict[str, Any], str, Any]]) -> dict[tuple[str, str], str]:
+        """(kind, key) -> the user's where-label of each Antrea-native object in a request."""
+        out: dict[tuple[str, str], str] = {}
+        for doc, where, obj in decoded:
+            k = self._key(doc, obj)
+            if k[0] in ANTREA_KIND_API:
+                out[(k[0], f"{k[1]}/{k[2]}" if k[1] else k[2])] = where
+        return out
+
+    @staticmethod
+    def _antrea_admission(styped: dict[ObjKey, Any], where: dict[tuple[str, str], str]) -> list[str]:
+        """Antrea's webhook checks that need other objects (the policy's Tier exists, Tier priorities do
+        not overlap...), on the state the request would leave; only problems of objects in the request,
+        named by the user's file."""
+        if not where:
+            return []
+        from pyantrea.k8s.antreacrd import cross_problems
+
+        objs = [(k, v) for k, v in styped.items() if k[0] in ANTREA_KIND_API]
+        labels = {(k[0], f"{k[1]}/{k[2]}" if k[1] else k[2]): where.get((k[0], f"{k[1]}/{k[2]}" if k[1] else k[2]),
+                                                                      f"{key_str(k)} (stored)") for k, _ in objs}
+        out = cross_problems([v for k, v in objs if k[0] == crd.TIER],
+                             [v for k, v in objs if k[0] in (crd.ACNP, crd.ANP)],
+                             [v for k, v in objs if k[0] in (crd.CLUSTER_GROUP, crd.GROUP)], labels)
+        mine = set(where.values())
+        return [p for p in out if any(p.startswith(w + ": ") for w in mine)]
+
+    @staticmethod
+    def _tier_deletion(what: str, tiers: list[ObjKey], styped: dict[ObjKey, Any]) -> list[str]:
+        """A Tier that a remaining policy references cannot be deleted (Antrea's webhook)."""
+        from pyantrea.k8s.antreacrd import object_label, referencing
+
+        policies = [v for k, v in styped.items() if k[0] in (crd.ACNP, crd.ANP)]
+        out = []
+        for k in tiers:
+            users = referencing(k[2], policies)
+            if users:
+                names = ", ".join(object_label(p.kind, p.namespace, p.name) for p in
+                                  sorted(users, key=lambda p: (p.namespace or "", p.name)))
+                out.append(f"{what}: Tier {k[2]}: tier {k[2]} is referenced by {len(users)} "
+                           f"{'policy' if len(users) == 1 else 'policies'} ({names}) and cannot be deleted")
+        return out
+
     # ------------------------------------------------------------------------------ endpoints controller
 
     def _sync_endpoints(self, staged: dict[ObjKey, dict[str, Any]], styped: dict[ObjKey, Any],
@@ -587,13 +668,20 @@ def cluster_of(objs: Iterable[Any], config: AgentConfig, networks: tuple[Any, ..
     for t in (Pod, Service, Endpoints, NetworkPolicy):
         for o in by.get(t, []):
             namespaces.setdefault(o.namespace, Namespace(name=o.namespace))
+
+    def sort_ns(t: type) -> tuple[Any, ...]:  # cluster-scoped objects (namespace None) first
+        return tuple(sorted(by.get(t, []), key=lambda o: (o.namespace or "", o.name)))
+
     return Cluster(config=config, namespaces=tuple(namespaces[k] for k in sorted(namespaces)),
                    nodes=sort(Node), pods=sort(Pod), services=sort(Service), endpoints=sort(Endpoints),
-                   policies=sort(NetworkPolicy), networks=tuple(networks))
+                   policies=sort(NetworkPolicy), networks=tuple(networks),
+                   tiers=tuple(sorted(by.get(crd.Tier, []), key=lambda t: t.name)),
+                   groups=sort_ns(crd.ClusterGroup), antrea_policies=sort_ns(crd.AntreaPolicy))
 
 
 def raw_objects(raw: RawCluster) -> list[Any]:
-    return [*raw.namespaces, *raw.nodes, *raw.pods, *raw.services, *raw.endpoints, *raw.policies]
+    return [*raw.namespaces, *raw.nodes, *raw.pods, *raw.services, *raw.endpoints, *raw.policies,
+            *raw.tiers, *raw.groups, *raw.antrea_policies]
 
 
 def load_stored(folder: str | Path) -> Cluster:

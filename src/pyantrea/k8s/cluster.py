@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from pyantrea.apis.crd import AntreaPolicy, ClusterGroup, Tier
 from pyantrea.apis.k8s import (
     AgentConfig,
     Endpoints,
@@ -32,6 +33,10 @@ class Cluster:
     policies: tuple[NetworkPolicy, ...]
     networks: tuple[NodeNetwork, ...]
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # Antrea-native policy objects (the AntreaPolicy gate), sorted by key; user Tiers only
+    tiers: tuple[Tier, ...] = ()
+    groups: tuple[ClusterGroup, ...] = ()
+    antrea_policies: tuple[AntreaPolicy, ...] = ()
 
     @cached_property
     def _nodes(self) -> dict[str, Node]:

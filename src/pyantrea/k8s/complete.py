@@ -121,6 +121,9 @@ class _Completer:
             policies=tuple(sorted(self.raw.policies, key=lambda p: (p.namespace, p.name))),
             networks=tuple(networks),
             warnings=tuple(self.warnings),
+            tiers=tuple(sorted(self.raw.tiers, key=lambda t: t.name)),
+            groups=tuple(sorted(self.raw.groups, key=lambda g: (g.namespace or "", g.name))),
+            antrea_policies=tuple(sorted(self.raw.antrea_policies, key=lambda p: (p.namespace or "", p.name))),
         )
 
     # ---------------------------------------------------------------------------------- nodes

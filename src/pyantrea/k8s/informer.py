@@ -30,7 +30,7 @@ def decode(doc: dict[str, Any], where: str = "") -> Any:
     """A Kubernetes object (JSON/YAML form) -> its typed value (`apis.k8s`)."""
     raw: RawCluster = load_docs([(doc, where or f"{doc.get('kind')} {(doc.get('metadata') or {}).get('name')}")])
     for group in (raw.namespaces, raw.nodes, raw.pods, raw.services, raw.endpoints, raw.policies,
-                  raw.node_interfaces):
+                  raw.node_interfaces, raw.tiers, raw.groups, raw.antrea_policies):
         if group:
             return group[0]
     return None

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from pyantrea.apis.crd import AntreaPolicy, ClusterGroup, Tier
 from pyantrea.apis.k8s import (
     AgentConfig,
     ContainerPort,
@@ -71,6 +72,7 @@ __all__ = [
 
 AGENT_CONF = "antrea-agent.conf"
 PYANTREA_API_VERSION = "pyantrea.io/v1alpha1"
+ANTREA_API_VERSION = "crd.antrea.io/v1beta1"
 
 # (apiVersion, kind) pairs the loader reads; anything else is skipped with a warning.
 _KINDS: dict[tuple[str, str], str] = {
@@ -81,13 +83,23 @@ _KINDS: dict[tuple[str, str], str] = {
     ("v1", "Endpoints"): "Endpoints",
     ("networking.k8s.io/v1", "NetworkPolicy"): "NetworkPolicy",
     (PYANTREA_API_VERSION, "NodeInterfaces"): "NodeInterfaces",
+    # Antrea-native policies (the AntreaPolicy gate): Antrea's NetworkPolicy is AntreaNetworkPolicy inside
+    (ANTREA_API_VERSION, "ClusterNetworkPolicy"): "ClusterNetworkPolicy",
+    (ANTREA_API_VERSION, "NetworkPolicy"): "AntreaNetworkPolicy",
+    (ANTREA_API_VERSION, "Tier"): "Tier",
+    (ANTREA_API_VERSION, "ClusterGroup"): "ClusterGroup",
+    (ANTREA_API_VERSION, "Group"): "Group",
 }
-_NAMESPACED = {"Pod", "Service", "Endpoints", "NetworkPolicy"}
+_NAMESPACED = {"Pod", "Service", "Endpoints", "NetworkPolicy", "AntreaNetworkPolicy", "Group"}
+ANTREA_KINDS = frozenset({"ClusterNetworkPolicy", "AntreaNetworkPolicy", "Tier", "ClusterGroup", "Group"})
 # the apiVersions each modelled kind is read in: another apiVersion of one of these kinds is an
 # error (design §3), a kind not listed here is skipped with a warning
 _API_VERSIONS: dict[str, tuple[str, ...]] = {}
 for (_api, _kind) in _KINDS:
-    _API_VERSIONS[_kind] = _API_VERSIONS.get(_kind, ()) + (_api,)
+    # Antrea's kinds of other versions (v1alpha1 ClusterNetworkPolicy of Antrea 1.x) are skipped with a
+    # warning, as before the AntreaPolicy gate existed (docs/decisions.md)
+    if _api != ANTREA_API_VERSION:
+        _API_VERSIONS[_kind] = _API_VERSIONS.get(_kind, ()) + (_api,)
 
 # What kube-apiserver requires of each kind's metadata.name (apimachinery's validation): the name
 # rule and its maximum length.
@@ -102,6 +114,11 @@ _NAME_RULES: dict[str, str] = {
     "Endpoints": _DNS1123_SUBDOMAIN,
     "NetworkPolicy": _DNS1123_SUBDOMAIN,
     "NodeInterfaces": _DNS1123_SUBDOMAIN,  # it names a Node
+    "ClusterNetworkPolicy": _DNS1123_SUBDOMAIN,
+    "AntreaNetworkPolicy": _DNS1123_SUBDOMAIN,
+    "Tier": _DNS1123_SUBDOMAIN,
+    "ClusterGroup": _DNS1123_SUBDOMAIN,
+    "Group": _DNS1123_SUBDOMAIN,
 }
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -169,6 +186,10 @@ class RawCluster:
     policies: tuple[NetworkPolicy, ...] = ()
     node_interfaces: tuple[NodeInterfaces, ...] = ()
     config: AgentConfig = field(default_factory=AgentConfig)
+    # Antrea-native policy objects (crd.antrea.io/v1beta1, the AntreaPolicy gate); user Tiers only
+    tiers: tuple[Tier, ...] = ()
+    groups: tuple[ClusterGroup, ...] = ()  # ClusterGroups (namespace None) and Groups
+    antrea_policies: tuple[AntreaPolicy, ...] = ()  # ClusterNetworkPolicies and Antrea NetworkPolicies
     config_source: str = ""  # path of antrea-agent.conf, '' when the folder has none
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -495,10 +516,18 @@ class _Loader:
         self.endpoints: list[Endpoints] = []
         self.policies: list[NetworkPolicy] = []
         self.node_interfaces: list[NodeInterfaces] = []
+        self.tiers: list[Tier] = []
+        self.groups: list[ClusterGroup] = []
+        self.antrea_policies: list[AntreaPolicy] = []
         self.seen: dict[tuple[str, str], str] = {}  # (kind, key) -> where first seen
 
-    def result(self, config: AgentConfig, config_source: str) -> RawCluster:
-        """What was read; raises ManifestError listing every problem when there is one."""
+    def result(self, config: AgentConfig, config_source: str, gate: bool = True) -> RawCluster:
+        """What was read; raises ManifestError listing every problem when there is one.
+
+        With `gate`, Antrea-native objects are errors unless the config has the AntreaPolicy gate on,
+        and their cross-object checks run (the embedded API server does both itself)."""
+        if gate:
+            self._antrea_checks(config)
         if self.problems:
             raise ManifestError(self.problems)
         return RawCluster(
@@ -512,7 +541,25 @@ class _Loader:
             config=config,
             config_source=config_source,
             warnings=tuple(self.warnings),
+            tiers=tuple(self.tiers),
+            groups=tuple(self.groups),
+            antrea_policies=tuple(self.antrea_policies),
         )
+
+    def _antrea_checks(self, config: AgentConfig) -> None:
+        from pyantrea.k8s import antreacrd
+
+        antrea = [(k, where) for k, where in self.seen.items() if k[0] in ANTREA_KINDS]
+        if not antrea:
+            return
+        if not config.gate("AntreaPolicy"):
+            for (kind, key), where in antrea:
+                ns, _, name = key.rpartition("/")
+                what = object_id(kind, ns if kind in _NAMESPACED else None, name)
+                self.problems.append(f"{where}: {what}: {antreacrd.gate_problem(kind)}")
+            return
+        self.problems += antreacrd.cross_problems(self.tiers, self.antrea_policies, self.groups,
+                                                  {k: w for k, w in antrea})
 
     # ------------------------------------------------------------------ files and documents
 
@@ -629,6 +676,13 @@ class _Loader:
             "NetworkPolicy": self._networkpolicy,
             "NodeInterfaces": self._nodeinterfaces,
         }
+        if known in ANTREA_KINDS:
+            from pyantrea.k8s import antreacrd
+
+            reader = {"Tier": antreacrd.read_tier, "ClusterGroup": antreacrd.read_group, "Group": antreacrd.read_group,
+                      "ClusterNetworkPolicy": antreacrd.read_policy, "AntreaNetworkPolicy": antreacrd.read_policy}[known]
+            reader(self, octx, doc, meta, namespace, name, source)
+            return
         readers[known](octx, doc, meta, namespace, name, source)
 
     # ------------------------------------------------------------------ kinds
@@ -1090,7 +1144,7 @@ def load_docs(docs: Iterable[tuple[Any, str]]) -> RawCluster:
     Raises ManifestError listing every problem."""
     loader = _Loader()
     loader.load_docs(docs)
-    return loader.result(AgentConfig(), "")
+    return loader.result(AgentConfig(), "", gate=False)
 
 
 def parse_agent_conf(text: str, name: str) -> AgentConfig:
