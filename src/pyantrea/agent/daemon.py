@@ -237,11 +237,15 @@ class Agent:
 
     # ------------------------------------------------------------------------------ AntreaProxy
     def _service_changed(self, key: str) -> None:
-        """A Service or its Endpoints changed (informer handler): only that Service's flows and groups."""
-        if not self.ready.is_set() or self.proxier is None:
-            return
-        with self.lock:
-            self.proxier.changed(key)
+        """A Service or its Endpoints changed (informer handler, under the informer's lock): queued for
+        the proxier's worker, which sends only that Service's flows and groups."""
+        if self.proxier is not None:
+            self.proxier.queue(key)
+
+    def _sync_service(self, key: str) -> None:
+        if self.proxier is not None:
+            with self.lock:
+                self.proxier.changed(key)
 
     def _node_ports(self, ports: list[tuple[str, int]]) -> None:
         """proxyAll: the host DNATs NodeIP:nodePort to br-int's virtual NodePort IP (ipset entries)."""
@@ -284,6 +288,9 @@ class Agent:
                                    lambda m: log(self.node, m))
         self.ofconn.start()
         self.ready.set()
+        if self.proxier is not None:
+            threading.Thread(target=self.proxier.run, args=(self.stop_event, self._sync_service), daemon=True,
+                             name="proxier").start()
         for inf in informers:
             inf.start(self.stop_event)
         threading.Thread(target=self.controlplane.run, args=(self.stop_event,), daemon=True,

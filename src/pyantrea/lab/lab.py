@@ -369,7 +369,13 @@ class Lab:
     # ------------------------------------------------------------------------------ kube-proxy
 
     def sync_kubeproxy(self, cluster: Any, force: bool = False) -> int:
-        """Rewrite the KUBE-* chains of every node whose rules changed. Returns the nodes synced."""
+        """Rewrite the KUBE-* chains of every node whose rules changed. Returns the nodes synced.
+
+        With AntreaProxy and `antreaProxy.proxyAll` in the folder's antrea-agent.conf the agents serve
+        every Service (ClusterIP and NodePort) themselves: there is no kube-proxy, so nothing is written."""
+        cfg = cluster.config
+        if cfg.gate("AntreaProxy") and cfg.proxy_all:
+            return 0
         synced = 0
         for name, n in sorted(self.state.nodes.items()):
             if not netns.exists(n.netns):
@@ -592,7 +598,10 @@ class Lab:
                 list(ex.map(lambda n: self._bring_node(n, ns_list), ns_list))
             self.ensure_agents(ns_list)
             synced = self.sync_kubeproxy(cluster, force=True)
-            self.say(f"kube-proxy: {len(kubeproxy.service_ports(cluster))} service ports on {synced} nodes")
+            if cluster.config.gate("AntreaProxy") and cluster.config.proxy_all:
+                self.say("kube-proxy: none (AntreaProxy with proxyAll serves every Service in OVS)")
+            else:
+                self.say(f"kube-proxy: {len(kubeproxy.service_ports(cluster))} service ports on {synced} nodes")
             errors = self.reconcile_pods(cluster)
             self.sync_kubeproxy(self.current_cluster())  # Endpoints now that the Pods have their IPs
             self.wait_agents_synced()

@@ -1,7 +1,9 @@
 """The agent's AntreaProxy (Antrea's pkg/agent/proxy proxier): Services and Endpoints from the
 informers -> each Service's flow family, its ports' select groups and the shared endpoint flows.
 
-A change of one Service or its Endpoints touches only that Service: its family `service/<ns>/<name>`
+The informers' handlers only queue the Service's key (they run under their informer's lock, and
+the sync reads both informers): one worker syncs queued Services in turn, so a burst of events for
+one Service is one sync. A change of one Service or its Endpoints touches only that Service: its family `service/<ns>/<name>`
 (ServiceLB flows), the groups of its ports (added, modified in place when the endpoints change,
 deleted with the port), and the endpoint flows (EndpointDNAT per protocol/endpoint, HairpinSNAT per
 local endpoint IP) whose reference count went from or to zero, all in one bundle. With proxyAll the
@@ -49,6 +51,8 @@ class Proxier:
         self.entries: dict[str, list[ServicePortEntry]] = {}  # what is installed, by Service key
         self.refs: dict[str, set[str]] = {}  # shared flow key -> the Services using it
         self.syncs = 0  # Service changes handled (for /v1/stats)
+        self.pending: set[str] = set()
+        self.cond = threading.Condition()
         self.rejects = 0  # connections to a Service port without endpoints answered
         self.ready = False
 
@@ -84,6 +88,33 @@ class Proxier:
         out = {family(k): v for k, v in sorted(fams.items())}
         out[SHARED] = shared
         return out, groups
+
+    # ------------------------------------------------------------------------------ the queue
+    def queue(self, key: str) -> None:
+        """An informer handler: the Service `key` or its Endpoints changed (synced by `run`)."""
+        with self.cond:
+            self.pending.add(key)
+            self.cond.notify()
+
+    def run(self, stop: threading.Event, sync: Callable[[str], None]) -> None:
+        """The worker: `sync(key)` (the agent's locked `changed`) for each queued key, until `stop`."""
+        while not stop.is_set():
+            with self.cond:
+                while not self.pending and not stop.is_set():
+                    self.cond.wait(0.5)
+                keys = sorted(self.pending)
+                self.pending.clear()
+            for key in keys:
+                try:
+                    sync(key)
+                except Exception as e:  # noqa: BLE001 - one Service's failure must not stop the others
+                    self.log(f"Service {key}: sync failed ({type(e).__name__}: {e}); retrying")
+                    stop.wait(0.5)
+                    self.queue(key)
+
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.pending
 
     # ------------------------------------------------------------------------------ one Service
     def changed(self, key: str) -> int:
