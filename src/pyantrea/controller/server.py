@@ -22,6 +22,10 @@ API (HTTP on a unix socket, mode 0600):
   GET  /v1/controlplane/stats[?node=N]    events sent per node, compute time (nodeResourceVersion:
                                           the last change that concerns node N)
   GET  /v1/networkpolicies | /v1/appliedtogroups | /v1/addressgroups   (controller-mode antctl)
+
+Kubernetes mode (``--kubeconfig``): kube-apiserver owns the objects; the controller serves the
+controlplane part, and ``GET /v1/objects?kind=&node=`` from its informers (their documents, each
+informer's resourceVersion in ``versions``, ``idle``: every change seen has been computed).
 """
 
 from __future__ import annotations
@@ -123,6 +127,25 @@ def add_object_routes(r: Router, store: ObjectStore) -> None:
     r.add("POST", "/v1/status", status)
 
 
+def add_kube_object_routes(r: Router, inputs: Any) -> None:
+    """Kubernetes mode: the objects the controller's informers hold (kube-apiserver owns them; this
+    is the controller's view of them, for pyantrea's tools): `GET /v1/objects?kind=&node=` (list
+    only: watch kube-apiserver itself) with ``idle`` (every change seen has been computed) and each
+    informer's resourceVersion."""
+    from pyantrea.errors import NotFoundError
+
+    def objects(req: Request) -> Any:
+        kind = req.query.get("kind") or None
+        try:
+            items, rv = inputs.objects(kind, req.query.get("node") or None)
+        except NotFoundError as e:
+            raise HTTPError(404, str(e)) from None
+        return {"kind": f"{kind or 'Object'}List", "epoch": "", "resourceVersion": rv, "items": items,
+                "idle": inputs.idle(), "versions": inputs.versions()}
+
+    r.add("GET", "/v1/objects", objects)
+
+
 def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} controller: {msg}", file=sys.stderr, flush=True)
 
@@ -169,7 +192,7 @@ def run_kubernetes(kubeconfig: str, config: str | None, rundir: Path) -> int:
 
     try:
         source = KubeSource(None if kubeconfig == "in-cluster" else kubeconfig)
-        inputs = InformerInputs(source, load_config(config), log)
+        inputs = InformerInputs(source, load_config(config), log, serve=True)
         plane = ControlPlane(inputs)
         stop = threading.Event()
         inputs.start(stop)
@@ -179,7 +202,9 @@ def run_kubernetes(kubeconfig: str, config: str | None, rundir: Path) -> int:
     except Exception as e:  # noqa: BLE001 - the client's own errors (no kubeconfig, API down)
         log(f"fatal: cannot reach kube-apiserver: {type(e).__name__}: {e}")
         return 1
-    return serve(build_router(None, plane), rundir, f"Kubernetes mode, {len(plane.state.policies)} policies")
+    router = build_router(None, plane)
+    add_kube_object_routes(router, inputs)
+    return serve(router, rundir, f"Kubernetes mode, {len(plane.state.policies)} policies")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,8 @@ class Informer:
 
     def __init__(self, source: ObjectSource, kind: str, node: str | None = None,
                  on_add: Handler | None = None, on_update: UpdateHandler | None = None,
-                 on_delete: Handler | None = None, log: Callable[[str], None] = lambda s: None):
+                 on_delete: Handler | None = None, log: Callable[[str], None] = lambda s: None,
+                 keep_raw: bool = False):
         self.source = source
         self.kind = kind
         self.node = node
@@ -95,6 +96,8 @@ class Informer:
         self.on_delete = on_delete or (lambda o: None)
         self.log = log
         self.cache: dict[str, Any] = {}
+        self.keep_raw = keep_raw  # also keep each object's document (without managedFields): `raw_items`
+        self.raw: dict[str, dict[str, Any]] = {}
         self.rv = 0
         self.epoch = ""
         self.lists = 0  # how many times it listed (1 + re-lists after 410 / errors)
@@ -109,18 +112,40 @@ class Informer:
         with self.lock:
             return self.cache.get(key)
 
+    def raw_items(self) -> tuple[list[dict[str, Any]], int]:
+        """The documents of the cached objects (``keep_raw``), sorted by key, and the resourceVersion."""
+        with self.lock:
+            return [self.raw[k] for k in sorted(self.raw)], self.rv
+
+    def _keep(self, key: str, doc: dict[str, Any] | None) -> None:
+        if not self.keep_raw:
+            return
+        if doc is None:
+            self.raw.pop(key, None)
+            return
+        meta = doc.get("metadata")
+        if isinstance(meta, dict) and "managedFields" in meta:
+            doc = {**doc, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self.raw[key] = doc
+
     def sync(self) -> None:
         """List, and turn the difference with the cache into handler calls."""
         items, rv, epoch = self.source.list_objects(self.kind, self.node)
         fresh = {}
+        docs = {}
         for d in items:
             try:
                 fresh[object_key(d)] = decode(d)
+                docs[object_key(d)] = d
             except PyantreaError as e:
                 self.log(f"{self.kind} {object_key(d)}: ignored: {e}")
         with self.lock:
             old = self.cache
             self.cache = fresh
+            if self.keep_raw:
+                self.raw = {}
+                for k, d in docs.items():
+                    self._keep(k, d)
             self.rv, self.epoch = rv, epoch
             self.lists += 1
             for k in sorted(set(old) - set(fresh)):
@@ -147,6 +172,7 @@ class Informer:
         obj = ev["object"]
         key = object_key(obj)
         if ev["type"] == "DELETED":
+            self._keep(key, None)
             old = self.cache.pop(key, None)
             if old is not None:
                 self.on_delete(old)
@@ -158,6 +184,7 @@ class Informer:
             return
         old = self.cache.get(key)
         self.cache[key] = new
+        self._keep(key, obj)
         if old is None:
             self.on_add(new)
         elif old != new:

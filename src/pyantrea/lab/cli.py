@@ -13,10 +13,23 @@ __all__ = ["add_lab_parser", "cmd_lab", "main"]
 
 def cmd_lab(a: argparse.Namespace) -> int:
     """The lab's commands (errors and a closed stdout, `lab status | head`, are `run_cli`'s)."""
-    from pyantrea.lab.lab import Lab, default_folder
+    from pyantrea.lab.kubelab import KubeLab, kubeconfig_path, lab_for
+    from pyantrea.lab.lab import default_folder
 
-    lab = Lab(jobs=getattr(a, "jobs", 4))
     c = a.lab_cmd
+    if c == "up" and getattr(a, "kubernetes", False):
+        return KubeLab(jobs=a.jobs).up(a.dir or default_folder())
+    if c == "kubeconfig":
+        print(kubeconfig_path())
+        return 0
+    lab = lab_for(jobs=getattr(a, "jobs", 4))  # the run dir's lab: embedded, or Kubernetes (`up --kubernetes`)
+    if c == "kubectl":
+        if not isinstance(lab, KubeLab):
+            from pyantrea.lab.netns import LabError
+
+            raise LabError(f"no Kubernetes lab at {lab.paths.root}: `pyantrea lab up --kubernetes` first")
+        args = list(a.args)
+        return lab.kubectl_exec(args[1:] if args[:1] == ["--"] else args)
     if c == "up":
         return lab.up(a.dir or default_folder())
     if c == "apply":
@@ -51,6 +64,16 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser: 
     p = ls.add_parser("up", help="bring the folder's cluster up (default examples/seed); safe to run again")
     p.add_argument("dir", nargs="?", help="cluster folder (default examples/seed)")
     p.add_argument("--jobs", type=int, default=4, help="Pods plumbed concurrently (default 4)")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="on Kubernetes' own control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
+                        "kube-proxy; `make kubernetes` builds them) instead of the embedded one")
+
+    # prefix_chars "+": every argument, options included (-n kube-system, -h), is kubectl's
+    p = ls.add_parser("kubectl", help="run kubectl against the lab (--kubernetes): `lab kubectl get pods -A -o wide`",
+                      usage="%(prog)s ARGS...", prefix_chars="+", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="kubectl's arguments")
+
+    ls.add_parser("kubeconfig", help="print the path of the lab's admin kubeconfig (--kubernetes)")
 
     p = ls.add_parser("apply", help="apply manifests live (NetworkPolicy, Pod, Service, Endpoints, ...)")
     p.add_argument("-f", "--filename", dest="file", required=True, help="YAML file ('-' = stdin)")

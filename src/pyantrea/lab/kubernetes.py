@@ -20,6 +20,7 @@ the lab kubelet of node N  system:node:N / system:nodes                     the 
                                                                            NodeRestriction
 pyantrea controller        pyantrea:controller                              `RBAC` below
 pyantrea agents            pyantrea:agent                                   `RBAC` below
+the lab's DNS (kube-dns)   pyantrea:coredns                                 `RBAC` below (CoreDNS's)
 =========================  ==============================================  ===========================
 """
 
@@ -63,9 +64,12 @@ SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_CIDR = "10.222.0.0/16"
 NODE_CIDR_MASK = 24
 API_PORT = 6443
+# node-lifecycle-controller too: the API server taints every new Node not-ready (TaintNodesByCondition)
+# and a node may not change its own taints (NodeRestriction); this controller lifts the taint once the
+# kubelet reports Ready, and puts it back when its Lease is not renewed.
 CONTROLLERS = ("node-ipam-controller", "endpoints-controller", "endpointslice-controller", "replicaset-controller",
                "deployment-controller", "serviceaccount-controller", "serviceaccount-token-controller",
-               "namespace-controller", "garbage-collector-controller")
+               "namespace-controller", "garbage-collector-controller", "node-lifecycle-controller")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_VERSION = "1.37.2"
 SRC_TREE = Path(__file__).resolve().parents[3]
@@ -205,23 +209,34 @@ def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, u
 
 # ------------------------------------------------------------------------------------ RBAC, CRD
 
-# pyantrea's components read what Antrea's read (build/yamls holds the deployable form): the
-# controller Namespaces, Nodes, Pods and NetworkPolicies; an agent Nodes, Pods, and NodeInterfaces.
+# pyantrea's components read what Antrea's read: the controller Namespaces, Nodes, Pods and
+# NetworkPolicies (and Services, Endpoints, NodeInterfaces, which it serves to pyantrea's tools); an
+# agent Nodes, Pods, NodeInterfaces, and Services and Endpoints (AntreaProxy). Read only.
 RBAC: list[dict[str, Any]] = [
     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "pyantrea-controller"},
-     "rules": [{"apiGroups": [""], "resources": ["namespaces", "nodes", "pods"], "verbs": ["get", "list", "watch"]},
+     "rules": [{"apiGroups": [""], "resources": ["namespaces", "nodes", "pods", "services", "endpoints"],
+                "verbs": ["get", "list", "watch"]},
                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                "verbs": ["get", "list", "watch"]}]},
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["pyantrea.io"], "resources": ["nodeinterfaces"], "verbs": ["get", "list", "watch"]}]},
     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
      "metadata": {"name": "pyantrea-controller"},
      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pyantrea-controller"},
      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "pyantrea:controller"}]},
     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "pyantrea-agent"},
-     "rules": [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]},
+     "rules": [{"apiGroups": [""], "resources": ["nodes", "pods", "services", "endpoints"],
+                "verbs": ["get", "list", "watch"]},
                {"apiGroups": ["pyantrea.io"], "resources": ["nodeinterfaces"], "verbs": ["get", "list", "watch"]}]},
     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "pyantrea-agent"},
      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pyantrea-agent"},
      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "pyantrea:agent"}]},
+    # the lab's DNS (the kube-dns Pods' workload) reads what CoreDNS's system:coredns role reads
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "pyantrea-coredns"},
+     "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
+                "verbs": ["list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "pyantrea-coredns"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pyantrea-coredns"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "pyantrea:coredns"}]},
 ]
 
 _IF = {"type": "object", "properties": {"name": {"type": "string"}, "ofport": {"type": "integer"},
@@ -449,27 +464,45 @@ class ControlPlane:
         except OSError:
             return False
 
+    def argv(self, name: str) -> list[str]:
+        return {"etcd": self.etcd_argv, "kube-apiserver": self.apiserver_argv,
+                "kube-controller-manager": self.kcm_argv, "kube-scheduler": self.scheduler_argv}[name]()
+
+    def launch(self, name: str) -> ProcRef:
+        """Start ``name`` (etcd, kube-apiserver, kube-controller-manager, kube-scheduler); `wait_up`
+        waits until it is healthy."""
+        return self._start(name, self.argv(name))
+
+    def wait_up(self, name: str, timeout: float | None = None) -> None:
+        probes: dict[str, tuple[str, float, Callable[[], bool]]] = {
+            "etcd": ("/health", 30.0, self._etcd_healthy),
+            "kube-apiserver": ("/readyz", 90.0, lambda: self._probe("127.0.0.1", self.api_port, "/readyz", self.pki)),
+            "kube-controller-manager": ("/healthz", 60.0, lambda: self._probe("127.0.0.1", self.kcm_port, "/healthz",
+                                                                              None)),
+            "kube-scheduler": ("/healthz", 60.0, lambda: self._probe("127.0.0.1", self.scheduler_port, "/healthz",
+                                                                     None)),
+        }
+        what, default, probe = probes[name]
+        self._wait(name, what, timeout or default, probe)
+
     def start_etcd(self, timeout: float = 30.0) -> ProcRef:
-        ref = self._start("etcd", self.etcd_argv())
-        self._wait("etcd", "/health", timeout, self._etcd_healthy)
+        ref = self.launch("etcd")
+        self.wait_up("etcd", timeout)
         return ref
 
     def start_apiserver(self, timeout: float = 90.0) -> ProcRef:
-        ref = self._start("kube-apiserver", self.apiserver_argv())
-        self._wait("kube-apiserver", "/readyz", timeout,
-                   lambda: self._probe("127.0.0.1", self.api_port, "/readyz", self.pki))
+        ref = self.launch("kube-apiserver")
+        self.wait_up("kube-apiserver", timeout)
         return ref
 
     def start_controller_manager(self, timeout: float = 60.0) -> ProcRef:
-        ref = self._start("kube-controller-manager", self.kcm_argv())
-        self._wait("kube-controller-manager", "/healthz", timeout,
-                   lambda: self._probe("127.0.0.1", self.kcm_port, "/healthz", None))
+        ref = self.launch("kube-controller-manager")
+        self.wait_up("kube-controller-manager", timeout)
         return ref
 
     def start_scheduler(self, timeout: float = 60.0) -> ProcRef:
-        ref = self._start("kube-scheduler", self.scheduler_argv())
-        self._wait("kube-scheduler", "/healthz", timeout,
-                   lambda: self._probe("127.0.0.1", self.scheduler_port, "/healthz", None))
+        ref = self.launch("kube-scheduler")
+        self.wait_up("kube-scheduler", timeout)
         return ref
 
     def ready(self) -> bool:
