@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -72,6 +73,14 @@ class Request:
 Handler = Callable[[Request], Any]  # returns a JSON-able object, or (status, object), or str (text/plain)
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A handler's answer with its own content type (e.g. Prometheus' text format)."""
+
+    content_type: str
+    body: bytes
+
+
 class Router:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
@@ -89,6 +98,8 @@ class Router:
         status = 200
         if isinstance(res, tuple):
             status, res = res
+        if isinstance(res, Raw):
+            return status, res.content_type, res.body
         if isinstance(res, str):
             return status, "text/plain; charset=utf-8", res.encode()
         return status, "application/json", (json.dumps(res) + "\n").encode()

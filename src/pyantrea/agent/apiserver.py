@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from pyantrea import __version__
 from pyantrea.agent.networkpolicy import rule_to_dict
 from pyantrea.apis import controlplane as cp
-from pyantrea.httpapi import HTTPError, Request, Router
+from pyantrea.httpapi import HTTPError, Raw, Request, Router
+from pyantrea.metrics import CONTENT_TYPE
 from pyantrea.ovs.flow import sort_flows
 
 if TYPE_CHECKING:
@@ -35,11 +37,13 @@ def build_router(a: Agent) -> Router:
         if not isinstance(body, dict):
             raise HTTPError(400, 'a CNI request is a JSON object {"env": {CNI_*: ...}, "conf": "<network config>"}')
         ans: dict[str, Any]
+        t0 = time.perf_counter()
         if not a.ready.wait(60):
             ans = {"error": {"code": 11, "msg": f"agent on {a.node} is still initializing", "details": ""}}
         else:
             ans = a.cni.handle(command, body)
         err = ans.get("error")
+        a.metrics.cni_request(command, time.perf_counter() - t0, not isinstance(err, dict))
         if isinstance(err, dict):
             return cni_error_status(int(err.get("code", 999))), ans
         return ans
@@ -59,6 +63,7 @@ def build_router(a: Agent) -> Router:
     r.add("GET", "/v1/ofrules", lambda req: [rule_to_dict(x) for x in a.rules.all_rules()])
     r.add("POST", "/v1/trace-packet", functools.partial(trace_packet, a))
     r.add("GET", "/v1/stats", lambda req: stats(a))
+    r.add("GET", "/metrics", lambda req: Raw(CONTENT_TYPE, a.metrics.text().encode()))
     return r
 
 

@@ -31,6 +31,7 @@ from pyantrea.agent.cniserver.server import CNIServer
 from pyantrea.agent.controllerwatch import ControllerWatch, RuleCache
 from pyantrea.agent.initializer import Initializer
 from pyantrea.agent.interfacestore import InterfaceStore
+from pyantrea.agent.metrics import AgentMetrics
 from pyantrea.agent.openflow.client import FlowClient
 from pyantrea.agent.openflow.ofconn import OFConnection, PacketIn
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
@@ -124,6 +125,7 @@ class Agent:
         self.init = Initializer(self, say)
         self.podconf = PodConfigurator(self, say)
         self.cni = CNIServer(self.podconf)
+        self.metrics = AgentMetrics(self)  # GET /metrics (its own registry)
         # the persistent OpenFlow connection (packet-in / packet-out) and who handles what comes in
         self.ofconn: OFConnection | None = None
         self.packet_in_handlers: list[Callable[[PacketIn], bool]] = []

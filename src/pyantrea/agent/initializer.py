@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pyantrea.agent.bridge import TLV_MAP, bridge_commands, gateway_commands, tunnel_commands
 from pyantrea.agent.cniserver import pod as podnet
+from pyantrea.agent.metrics import instrument_bridge
 from pyantrea.agent.openflow.client import FlowClient
 from pyantrea.agent.openflow.cookie import round_selector
 from pyantrea.agent.route.client import RouteClient
@@ -79,6 +80,7 @@ class Initializer:
         a.round = ((self.prev_round or 0) + 1) % 65536 or 1
         a.ofbridge = OFBridge(a.ovs_rundir / f"{a.bridge_name}.mgmt")
         a.flows = FlowClient(a.ofbridge)
+        instrument_bridge(a.ofbridge, a.metrics)  # antrea_agent_ovs_flow_ops_* (agent/metrics.py)
         if a.cfg.gate("Traceflow"):
             a.ofbridge.add_tlv_map(TLV_MAP)
         a.controlplane.list()

@@ -22,6 +22,7 @@ API (HTTP on a unix socket, mode 0600):
   GET  /v1/controlplane/stats[?node=N]    events sent per node, compute time (nodeResourceVersion:
                                           the last change that concerns node N)
   GET  /v1/networkpolicies | /v1/appliedtogroups | /v1/addressgroups   (controller-mode antctl)
+  GET  /metrics                           Prometheus metrics (text format; controller/metrics.py)
 
 Kubernetes mode (``--kubeconfig``): kube-apiserver owns the objects; the controller serves the
 controlplane part, and ``GET /v1/objects?kind=&node=`` from its informers (their documents, each
@@ -42,10 +43,12 @@ import yaml
 
 from pyantrea.apis.controlplane import to_dict
 from pyantrea.controller.controlplane import ControlPlane
+from pyantrea.controller.metrics import ControllerMetrics
 from pyantrea.controller.store import STATE_FILE, Gone, ObjectStore, parse_documents
 from pyantrea.errors import ManifestError, PyantreaError
-from pyantrea.httpapi import HTTPError, Request, Router, UnixHTTPServer
+from pyantrea.httpapi import HTTPError, Raw, Request, Router, UnixHTTPServer
 from pyantrea.k8s.loader import AGENT_CONF, load_files, manifest_files
+from pyantrea.metrics import CONTENT_TYPE
 
 
 def _number(req: Request, name: str, default: str, cap: float | None = None) -> float:
@@ -58,9 +61,12 @@ def _number(req: Request, name: str, default: str, cap: float | None = None) -> 
 
 def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
     """The controller's API; without a store (Kubernetes mode: kube-apiserver has the objects) only the
-    controlplane part."""
+    controlplane part. `GET /metrics`: Prometheus metrics (controller/metrics.py)."""
     r = Router()
     r.add("GET", "/healthz", lambda req: "ok\n")
+    metrics = ControllerMetrics()
+    metrics.follow(plane)
+    r.add("GET", "/metrics", lambda req: Raw(CONTENT_TYPE, metrics.text().encode()))
     if store is not None:
         add_object_routes(r, store)
 
@@ -73,10 +79,12 @@ def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
             raise HTTPError(400, "watch needs ?node=NAME")
         plane.store.get("Node", "", node)  # 404 for an unknown node
         try:
-            return plane.watch(node, int(_number(req, "resourceVersion", "0")),
-                               _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
+            ans = plane.watch(node, int(_number(req, "resourceVersion", "0")),
+                              _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
         except Gone as e:
             raise HTTPError(410, str(e)) from None
+        metrics.watched(ans["events"])
+        return ans
 
     r.add("GET", "/v1/controlplane/list", cp_list)
     r.add("GET", "/v1/controlplane/watch", cp_watch)
