@@ -146,6 +146,85 @@ def endpoints_doc(e: Endpoints) -> dict[str, Any]:
             "subsets": subsets}
 
 
+class Overlay(dict):  # type: ignore[type-arg]
+    """A request's view of the store: the stored objects plus the request's own changes, without
+    copying the table (a request costs what it changes). `of_kind` lists one kind (one namespace)
+    through the store's index instead of scanning every object."""
+
+    _GONE = object()
+
+    def __init__(self, base: dict[ObjKey, Any], index: dict[tuple[str, str], set[ObjKey]]):
+        super().__init__()
+        self.base = base
+        self.index = index
+
+    def __getitem__(self, k: ObjKey) -> Any:
+        if dict.__contains__(self, k):
+            v = dict.__getitem__(self, k)
+            if v is Overlay._GONE:
+                raise KeyError(k)
+            return v
+        return self.base[k]
+
+    def get(self, k: ObjKey, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[k]
+        except KeyError:
+            return default
+
+    def __contains__(self, k: object) -> bool:
+        if dict.__contains__(self, k):
+            return dict.__getitem__(self, k) is not Overlay._GONE
+        return k in self.base
+
+    def __delitem__(self, k: ObjKey) -> None:
+        if k not in self:
+            raise KeyError(k)
+        dict.__setitem__(self, k, Overlay._GONE)
+
+    def pop(self, k: ObjKey, *default: Any) -> Any:  # type: ignore[override]
+        if k in self:
+            v = self[k]
+            del self[k]
+            return v
+        if default:
+            return default[0]
+        raise KeyError(k)
+
+    def _keys(self) -> list[ObjKey]:
+        mine = [k for k, v in dict.items(self) if v is not Overlay._GONE]
+        return [k for k in self.base if not dict.__contains__(self, k)] + mine
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def keys(self):  # type: ignore[no-untyped-def,override]
+        return self._keys()
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        return [(k, self[k]) for k in self._keys()]
+
+    def values(self):  # type: ignore[no-untyped-def,override]
+        return [self[k] for k in self._keys()]
+
+    def of_kind(self, kind: str, namespace: str | None = None) -> list[tuple[ObjKey, Any]]:
+        """(key, value) of every object of `kind` (in `namespace`), sorted by key."""
+        if namespace is None:
+            keys = {k for (kd, _), ks in self.index.items() if kd == kind for k in ks}
+        else:
+            keys = set(self.index.get((kind, namespace), ()))
+        for k, v in dict.items(self):
+            if k[0] == kind and (namespace is None or k[1] == namespace):
+                if v is Overlay._GONE:
+                    keys.discard(k)
+                else:
+                    keys.add(k)
+        return [(k, self[k]) for k in sorted(keys) if k in self]
+
+
 class ObjectStore:
     """Typed objects by (kind, namespace, name), versioned; every change wakes the watchers."""
 
@@ -159,6 +238,7 @@ class ObjectStore:
         self.rv = 0
         self.objects: dict[ObjKey, dict[str, Any]] = {}
         self.typed: dict[ObjKey, Any] = {}
+        self.index: dict[tuple[str, str], set[ObjKey]] = {}  # (kind, namespace) -> keys
         self.log: deque[Event] = deque(maxlen=history)
         self.listeners: list[Callable[[list[Event]], None]] = []
         self._commit_lock = threading.Lock()  # one change at a time, listeners called in order
@@ -242,8 +322,8 @@ class ObjectStore:
         decoded.sort(key=lambda t: _ORDER.get(store_kind(t[0]), 9))
         with self._commit_lock:
             with self.cond:
-                staged = dict(self.objects)
-                styped = dict(self.typed)
+                staged = Overlay(self.objects, self.index)
+                styped = Overlay(self.typed, self.index)
             changes: list[tuple[ObjKey, dict[str, Any] | None]] = []
             results: list[dict[str, str]] = []
             for doc, where, obj in decoded:
@@ -286,8 +366,8 @@ class ObjectStore:
             keys.append((kind, ns, name))
         with self._commit_lock:
             with self.cond:
-                staged = dict(self.objects)
-                styped = dict(self.typed)
+                staged = Overlay(self.objects, self.index)
+                styped = Overlay(self.typed, self.index)
             builtin = [k for k in keys if k[0] == crd.TIER and k[2] in crd.BUILTIN_TIERS]
             missing = [key_str(k) for k in keys if k not in staged and k not in builtin]
             problems += [f"{what}: {m}: not found" for m in missing]
@@ -325,8 +405,8 @@ class ObjectStore:
             with self.cond:
                 if k not in self.objects:
                     raise NotFoundError(f"{key_str(k)} not found")
-                staged = dict(self.objects)
-                styped = dict(self.typed)
+                staged = Overlay(self.objects, self.index)
+                styped = Overlay(self.typed, self.index)
             new = copy.deepcopy(staged[k])
             cur = new.get("status")
             st: dict[str, Any] = {**(cur if isinstance(cur, dict) else {}), **status}
@@ -380,8 +460,8 @@ class ObjectStore:
         ns = "" if kind in CLUSTER_SCOPED else getattr(obj, "namespace", None) or "default"
         return kind, ns, str(name)
 
-    def _admit(self, doc: dict[str, Any], obj: Any, k: ObjKey, staged: dict[ObjKey, dict[str, Any]],
-               styped: dict[ObjKey, Any]) -> dict[str, Any]:
+    def _admit(self, doc: dict[str, Any], obj: Any, k: ObjKey, staged: Overlay,
+               styped: Overlay) -> dict[str, Any]:
         kind, ns, name = k
         old = staged.get(k)
         meta = _meta(doc)
@@ -405,9 +485,9 @@ class ObjectStore:
         return doc
 
     def _admit_node(self, doc: dict[str, Any], obj: Node, old: dict[str, Any] | None,
-                    staged: dict[ObjKey, dict[str, Any]], styped: dict[ObjKey, Any]) -> None:
+                    staged: Overlay, styped: Overlay) -> None:
         spec = doc.setdefault("spec", {})
-        others = [n for k, n in styped.items() if k[0] == "Node" and k[2] != obj.name and n.pod_cidr]
+        others = [n for k, n in styped.of_kind("Node") if k[2] != obj.name and n.pod_cidr]
         if old is not None:
             was = (old.get("spec") or {}).get("podCIDR")
             if obj.pod_cidr is None and was:
@@ -424,9 +504,9 @@ class ObjectStore:
                 raise Conflict(f"spec.podCIDR {obj.pod_cidr} overlaps {n.pod_cidr} of Node {n.name}")
 
     def _admit_service(self, doc: dict[str, Any], obj: Service, old: dict[str, Any] | None,
-                       staged: dict[ObjKey, dict[str, Any]], styped: dict[ObjKey, Any]) -> None:
+                       staged: Overlay, styped: Overlay) -> None:
         spec = doc.setdefault("spec", {})
-        others = [s for k, s in styped.items() if k[0] == "Service" and k[1:] != (obj.namespace, obj.name)]
+        others = [s for k, s in styped.of_kind("Service") if k[1:] != (obj.namespace, obj.name)]
         ospec = (old or {}).get("spec") or {}
         was = ospec.get("clusterIP")
         if old is not None and was and obj.cluster_ip is not None and obj.cluster_ip != was:
@@ -457,7 +537,7 @@ class ObjectStore:
                     used.add(np)
 
     def _admit_pod(self, doc: dict[str, Any], obj: Pod, old: dict[str, Any] | None,
-                   staged: dict[ObjKey, dict[str, Any]], styped: dict[ObjKey, Any]) -> None:
+                   staged: Overlay, styped: Overlay) -> None:
         spec = doc.setdefault("spec", {})
         meta = _meta(doc)
         given = doc.get("status")
@@ -486,11 +566,11 @@ class ObjectStore:
             else:
                 doc.pop("status", None)
             return
-        nodes = {k[2]: n for k, n in styped.items() if k[0] == "Node"}
+        nodes = {k[2]: n for k, n in styped.of_kind("Node")}
         if obj.node_name is None:
             load: dict[str, int] = {}
-            for k, p in styped.items():
-                if k[0] == "Pod" and p.node_name:
+            for k, p in styped.of_kind("Pod"):
+                if p.node_name:
                     load[p.node_name] = load.get(p.node_name, 0) + 1
             spec["nodeName"] = allocators.schedule([n for n, v in nodes.items() if v.pod_cidr], load)
         node = nodes.get(spec["nodeName"])
@@ -504,7 +584,7 @@ class ObjectStore:
                     ipaddress.IPv4Address(obj.pod_ip) not in ipaddress.IPv4Network(node.pod_cidr):
                 raise Conflict(f"status.podIP {obj.pod_ip} (requested IP) is outside the pod CIDR "
                                f"{node.pod_cidr} of Node {node.name}")
-            taken = next((p for k, p in styped.items() if k[0] == "Pod" and not p.host_network
+            taken = next((p for k, p in styped.of_kind("Pod") if not p.host_network
                           and _pod_ip_or_request(staged[k]) == obj.pod_ip), None)
             if taken is not None:
                 raise Conflict(f"status.podIP {obj.pod_ip} (requested IP) is already the IP of Pod {taken.key}")
@@ -523,7 +603,7 @@ class ObjectStore:
         return out
 
     @staticmethod
-    def _antrea_admission(styped: dict[ObjKey, Any], where: dict[tuple[str, str], str]) -> list[str]:
+    def _antrea_admission(styped: Overlay, where: dict[tuple[str, str], str]) -> list[str]:
         """Antrea's webhook checks that need other objects (the policy's Tier exists, Tier priorities do
         not overlap...), on the state the request would leave; only problems of objects in the request,
         named by the user's file."""
@@ -541,7 +621,7 @@ class ObjectStore:
         return [p for p in out if any(p.startswith(w + ": ") for w in mine)]
 
     @staticmethod
-    def _tier_deletion(what: str, tiers: list[ObjKey], styped: dict[ObjKey, Any]) -> list[str]:
+    def _tier_deletion(what: str, tiers: list[ObjKey], styped: Overlay) -> list[str]:
         """A Tier that a remaining policy references cannot be deleted (Antrea's webhook)."""
         from pyantrea.k8s.antreacrd import object_label, referencing
 
@@ -558,16 +638,16 @@ class ObjectStore:
 
     # ------------------------------------------------------------------------------ endpoints controller
 
-    def _sync_endpoints(self, staged: dict[ObjKey, dict[str, Any]], styped: dict[ObjKey, Any],
+    def _sync_endpoints(self, staged: Overlay, styped: Overlay,
                         touched: set[ObjKey]) -> list[tuple[ObjKey, dict[str, Any] | None]]:
         """Endpoints of the selector Services whose namespace a change touched (Pods or Services)."""
         namespaces = {k[1] for k in touched if k[0] in ("Pod", "Service")}
         if not namespaces:
             return []
-        pods = [p for k, p in styped.items() if k[0] == "Pod" and k[1] in namespaces and p.phase == "Running"]
+        pods = [p for ns in sorted(namespaces) for _, p in styped.of_kind("Pod", ns) if p.phase == "Running"]
         out: list[tuple[ObjKey, dict[str, Any] | None]] = []
-        for k, s in list(styped.items()):
-            if k[0] != "Service" or k[1] not in namespaces or s.selector is None:
+        for k, s in [kv for ns in sorted(namespaces) for kv in styped.of_kind("Service", ns)]:
+            if s.selector is None:
                 continue
             ek = ("Endpoints", k[1], k[2])
             doc = endpoints_doc(derive_endpoints(s, pods))
@@ -602,11 +682,13 @@ class ObjectStore:
                         continue
                     del self.objects[k]
                     self.typed.pop(k, None)
+                    self.index.get((k[0], k[1]), set()).discard(k)
                     events.append(Event(self.rv, "DELETED", k, old))
                     continue
                 new["metadata"]["resourceVersion"] = str(self.rv)
                 self.objects[k] = new
                 self.typed[k] = decode(new, f"{key_str(k)} (stored)")
+                self.index.setdefault((k[0], k[1]), set()).add(k)
                 events.append(Event(self.rv, "MODIFIED" if old is not None else "ADDED", k, new))
             self.log.extend(events)
             if persist:
