@@ -740,6 +740,8 @@ class Kubelet:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self.adopt()
+        if any(r.dns for r in self.records.values()):
+            self.ensure_zone()  # the adopted DNS workloads read the zone this kubelet keeps
         self.say(f"Node {self.node} registered ({self.node_ip}, podCIDR {self.pod_cidr or 'not yet'}), "
                  f"network {'ready' if self.network_ready else 'not ready'}")
         threading.Thread(target=self.heartbeat, daemon=True, name="heartbeat").start()
