@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pyantrea.metrics import parse, value
 
@@ -175,3 +177,83 @@ def test_metrics_move_with_a_pod_and_a_policy(lab: Path, tmp_path: Path) -> None
         value(a2, "antrea_agent_ovs_flow_ops_count", operation="delete")
     assert value(a3, "antrea_agent_ovs_total_flow_count") == value(a0, "antrea_agent_ovs_total_flow_count")
     assert value(a3, "antrea_agent_networkpolicy_count") == value(a0, "antrea_agent_networkpolicy_count")
+
+
+# ------------------------------------------------------------------------------------- antctl, live
+def ovs_lines(node: str, *args: str) -> list[str]:
+    out = pyantrea("lab", "exec", node, "--", "ovs-ofctl", "dump-flows", "br-int", *args).stdout
+    return [ln for ln in out.splitlines() if "priority=" in ln]
+
+
+def test_version_live(lab: Path) -> None:
+    d = yaml.safe_load(antctl("version").stdout)
+    assert set(d) == {"antctlVersion", "controllerVersion"}
+    d = yaml.safe_load(antctl("version", "--node", "worker1").stdout)
+    assert set(d) == {"antctlVersion", "controllerVersion", "agentVersion"}
+
+
+def test_agentinfo_and_controllerinfo_live(lab: Path) -> None:
+    rows = [ln.split() for ln in antctl("get", "agentinfo").stdout.splitlines()]
+    assert rows[0][:3] == ["POD", "NODE", "STATUS"] and len(rows) == 4
+    for r in rows[1:]:
+        node = r[1]
+        ifaces = json.loads(curl(agent_sock(node), "/v1/podinterfaces"))
+        pols = json.loads(curl(agent_sock(node), "/v1/networkpolicies"))
+        assert r[2] == "Healthy" and r[4] == str(len(pols)) and r[7] == str(len(ifaces)), r
+    d = json.loads(antctl("get", "ai", "--node", "worker1", "-o", "json").stdout)
+    assert {c["type"]: c["status"] for c in d["agentConditions"]} == {
+        "AgentHealthy": "True", "ControllerConnectionUp": "True", "OVSDBConnectionUp": "True",
+        "OpenflowConnectionUp": "True"}
+    assert sum(d["ovsInfo"]["flowTable"].values()) == len(ovs_lines("worker1"))  # what OVS holds
+    assert d["ovsInfo"]["flowTable"]["90"] == len(ovs_lines("worker1", "table=90"))
+    assert d["ovsInfo"]["version"] and d["nodeSubnets"] == ["10.222.1.0/24"]
+    rows = [ln.split() for ln in antctl("get", "controllerinfo").stdout.splitlines()]
+    ctl_pols = json.loads(curl(CONTROLLER_SOCK, "/v1/networkpolicies"))
+    assert rows[1][2:] == ["Healthy", str(len(ctl_pols)), str(len(json.loads(curl(CONTROLLER_SOCK, "/v1/addressgroups")))),
+                           str(len(json.loads(curl(CONTROLLER_SOCK, "/v1/appliedtogroups")))), "3"]
+
+
+def test_ovsflows_of_a_pod_a_policy_and_tables_live(lab: Path) -> None:
+    ifaces = {i["podName"]: i for i in json.loads(curl(agent_sock("worker1"), "/v1/podinterfaces"))}
+    fe = ifaces["frontend"]
+    got = antctl("get", "ovsflows", "-p", "frontend", "-n", "default", "-o", "ofctl").stdout.splitlines()
+    ovs = [ln.strip() for ln in ovs_lines("worker1", "--no-stats", "--names")]
+    mine = [ln for ln in ovs if f'in_port="{fe["interfaceName"]}"' in ln or f"dl_dst={fe['mac']}" in ln
+            or f"nw_dst={fe['ip']} " in ln]
+    assert sorted(ln.strip() for ln in got) == sorted(mine) and len(got) == 5
+    # -N: the flows of the policy's conj_ids in the agent's rules
+    ids = {r["conjID"] for r in json.loads(curl(agent_sock("worker2"), "/v1/ofrules"))
+           if r["policy"] == "default/backendpolicy"}
+    got = antctl("get", "of", "-N", "backendpolicy", "-n", "default", "--node", "worker2", "-o", "ofctl").stdout
+    ovs2 = [ln.strip() for ln in ovs_lines("worker2", "--no-stats", "--names")]
+    want = [ln for ln in ovs2 if any(f"conj_id={i}," in ln or f"conjunction({i}," in ln for i in ids)]
+    assert ids and sorted(ln.strip() for ln in got.splitlines()) == sorted(want)
+    got = antctl("get", "of", "--node", "worker1", "-T", "50,60", "-o", "ofctl").stdout.splitlines()
+    assert sorted(ln.strip() for ln in got) == sorted(
+        ln for ln in ovs if re.search(r"\btable=(50|60),", ln))
+
+
+def test_podinterface_node_column_live(lab: Path) -> None:
+    rows = [ln.split() for ln in antctl("get", "podinterface").stdout.splitlines()]
+    assert rows[0][-1] == "NODE"
+    want = {(i["podNamespace"], i["podName"], n) for n in ("master", "worker1", "worker2")
+            for i in json.loads(curl(agent_sock(n), "/v1/podinterfaces"))}
+    assert {(r[0], r[1], r[-1]) for r in rows[1:]} == want
+
+
+def test_policy_queries_live(lab: Path) -> None:
+    rows = [ln.split() for ln in antctl("get", "netpol", "-p", "frontend", "-n", "default").stdout.splitlines()]
+    assert [r[1] for r in rows[1:]] == ["frontendpolicy"]
+    ep = json.loads(antctl("query", "endpoint", "-p", "backend1", "-o", "json").stdout)["endpoints"][0]
+    assert [p["name"] for p in ep["policies"]] == ["backendpolicy"]
+    assert [(r["policyref"]["name"], r["ruleindex"]) for r in ep["egressdstrules"]] == [("frontendpolicy", 1)]
+    uids = {p["name"]: p["uid"] for p in json.loads(curl(CONTROLLER_SOCK, "/v1/networkpolicies"))}
+    assert ep["policies"][0]["uid"] == uids["backendpolicy"]
+    d = json.loads(antctl("query", "networkpolicyevaluation", "-S", "default/frontend", "-D", "default/backend2",
+                          "-o", "json").stdout)
+    assert d["verdict"] == "Delivered"
+    assert [(r["networkPolicy"]["name"], r["ruleIndex"], r["direction"], r["action"]) for r in d["rules"]] == [
+        ("frontendpolicy", 1, "Out", "Allow"), ("backendpolicy", 0, "In", "Allow")]
+    # the conj_ids it names are the agents' own
+    ids = {r["conjID"] for r in json.loads(curl(agent_sock("worker2"), "/v1/ofrules")) if r["policy"] == "default/backendpolicy"}
+    assert d["rules"][1]["conjID"] in ids

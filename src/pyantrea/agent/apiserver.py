@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyantrea import __version__
+from pyantrea.agent.info import agent_info, pod_lines
 from pyantrea.agent.networkpolicy import rule_to_dict
 from pyantrea.apis import controlplane as cp
 from pyantrea.httpapi import HTTPError, Raw, Request, Router
@@ -68,9 +69,10 @@ def build_router(a: Agent) -> Router:
 
 
 def stats(a: Agent) -> Any:
+    info = agent_info(a)  # antctl get agentinfo (probes OVS and the controller: outside the lock)
     with a.lock:  # a consistent view: the flows of controllerVersion are installed
         w = a.controlplane
-        return {"bundles": a.flows.bundles, "flowMods": a.flows.sent_lines,
+        return {**info, "bundles": a.flows.bundles, "flowMods": a.flows.sent_lines,
                 "ovsReplays": a.ovs_replays, "round": a.round,
                 "controllerEpoch": w.epoch, "controllerVersion": w.rv,
                 "controlplaneEvents": w.events, "controlplaneLists": w.lists,
@@ -108,6 +110,8 @@ def ovsflows(a: Agent, req: Request) -> Any:
     of13 = fmt == "of13"
     t = int(table) if table is not None else None
     lines = a.ofbridge.dump_flows(names=True, no_stats=not of13, of13=of13, table=t)
+    if req.query.get("pod"):  # antctl get ovsflows -p: the Pod's own flows
+        lines = pod_lines(a, req.query["pod"], lines, of13)
     if of13:
         def key13(line: str) -> tuple[int, int, str]:
             m = re.search(r"table=(\d+).*?priority=(\d+)", line)

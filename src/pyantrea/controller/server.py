@@ -20,7 +20,8 @@ API (HTTP on a unix socket, mode 0600):
   GET  /v1/controlplane/watch?node=N&resourceVersion=RV&timeout=S&epoch=E
                                           {"resourceVersion", "events": [{"type", "kind", "object"|"patch"}]}
   GET  /v1/controlplane/stats[?node=N]    events sent per node, compute time (nodeResourceVersion:
-                                          the last change that concerns node N)
+                                          the last change that concerns node N), version, the nodes
+                                          whose agents watch (connectedAgents)
   GET  /v1/networkpolicies | /v1/appliedtogroups | /v1/addressgroups   (controller-mode antctl)
   GET  /metrics                           Prometheus metrics (text format; controller/metrics.py)
 
@@ -32,15 +33,18 @@ informer's resourceVersion in ``versions``, ``idle``: every change seen has been
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pyantrea import __version__
 from pyantrea.apis.controlplane import to_dict
 from pyantrea.controller.controlplane import ControlPlane
 from pyantrea.controller.metrics import ControllerMetrics
@@ -66,6 +70,7 @@ def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
     r.add("GET", "/healthz", lambda req: "ok\n")
     metrics = ControllerMetrics()
     metrics.follow(plane)
+    watchers = Watchers()
     r.add("GET", "/metrics", lambda req: Raw(CONTENT_TYPE, metrics.text().encode()))
     if store is not None:
         add_object_routes(r, store)
@@ -79,8 +84,9 @@ def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
             raise HTTPError(400, "watch needs ?node=NAME")
         plane.store.get("Node", "", node)  # 404 for an unknown node
         try:
-            ans = plane.watch(node, int(_number(req, "resourceVersion", "0")),
-                              _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
+            with watchers.watching(node):
+                ans = plane.watch(node, int(_number(req, "resourceVersion", "0")),
+                                  _number(req, "timeout", "30", 300.0), req.query.get("epoch", ""))
         except Gone as e:
             raise HTTPError(410, str(e)) from None
         metrics.watched(ans["events"])
@@ -88,7 +94,9 @@ def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
 
     r.add("GET", "/v1/controlplane/list", cp_list)
     r.add("GET", "/v1/controlplane/watch", cp_watch)
-    r.add("GET", "/v1/controlplane/stats", lambda req: plane.stats(req.query.get("node") or None))
+    r.add("GET", "/v1/controlplane/stats", lambda req: {**plane.stats(req.query.get("node") or None),
+                                                        "version": f"v{__version__}",
+                                                        "connectedAgents": watchers.connected()})
     r.add("GET", "/v1/networkpolicies",
           lambda req: [to_dict(p) for _, p in sorted(plane.state.policies.items())])
     r.add("GET", "/v1/appliedtogroups",
@@ -96,6 +104,35 @@ def build_router(store: ObjectStore | None, plane: ControlPlane) -> Router:
     r.add("GET", "/v1/addressgroups",
           lambda req: [to_dict(g) for _, g in sorted(plane.state.address_groups.items())])
     return r
+
+
+class Watchers:
+    """The agents connected to the controlplane watch (antctl get controllerinfo's CONNECTED-AGENTS): a
+    node whose agent is in a watch, or left one less than `GRACE` seconds ago (it watches again at once)."""
+
+    GRACE = 60.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def watching(self, node: str) -> Iterator[None]:
+        with self.lock:
+            self.active[node] = self.active.get(node, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active[node] -= 1
+                self.last[node] = time.monotonic()
+
+    def connected(self) -> list[str]:
+        now = time.monotonic()
+        with self.lock:
+            return sorted(n for n in set(self.active) | set(self.last)
+                          if self.active.get(n, 0) > 0 or now - self.last.get(n, -1e9) < self.GRACE)
 
 
 def add_object_routes(r: Router, store: ObjectStore) -> None:

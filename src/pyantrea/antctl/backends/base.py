@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pyantrea import __version__
 from pyantrea.agent.openflow import tables as T
 from pyantrea.apis import controlplane as cp
 from pyantrea.errors import InvalidArgument, NotFoundError
@@ -20,12 +19,18 @@ __all__ = ["Backend", "ClusterQueries", "TraceResult", "flow_json", "hop_flow"]
 
 
 class Backend(Protocol):
-    def version(self) -> dict[str, str]: ...
+    def version(self, node: str | None = None) -> dict[str, str]: ...
     def pick_node(self, node: str | None) -> str: ...
     def resolve_table(self, spec: str) -> int: ...
-    def ovsflows_ofctl(self, node: str, table: int | None) -> list[str]: ...
-    def ovsflows_of13(self, node: str, table: int | None) -> list[str]: ...
-    def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]: ...
+    def ovsflows_ofctl(self, node: str, table: int | None, pod: str | None = None) -> list[str]: ...
+    def ovsflows_of13(self, node: str, table: int | None, pod: str | None = None) -> list[str]: ...
+    def ovsflows_json(self, node: str, table: int | None, pod: str | None = None) -> list[dict[str, Any]]: ...
+    def policy_rules(self, node: str) -> list[Any]: ...
+    def pod_node(self, ns: str, name: str) -> str: ...
+    def agentinfo(self, node: str | None) -> list[dict[str, Any]]: ...
+    def controllerinfo(self) -> dict[str, Any]: ...
+    def query_endpoint(self, ns: str, name: str) -> dict[str, Any]: ...
+    def node_names(self) -> list[str]: ...
     def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]: ...
     def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]: ...
     def appliedtogroups(self, node: str | None, name: str | None) -> list[cp.AppliedToGroup]: ...
@@ -75,6 +80,19 @@ def parse_group_ids(spec: str) -> list[int] | None:
     return ids
 
 
+def rule_summary(index: int, r: cp.NetworkPolicyRule) -> dict[str, Any]:
+    """A controlplane rule in words: direction, peers (AddressGroups, ipBlocks) and ports."""
+    peer = r.peer
+    peers = [f"addressGroup {g}" for g in peer.address_groups] + \
+        [f"ipBlock {b.cidr}" + (f" except {','.join(b.except_)}" if b.except_ else "") for b in peer.ip_blocks]
+    ports = "any" if r.services is None else ",".join(
+        f"{s.protocol}/{s.port if s.port is not None else '*'}" + (f"-{s.end_port}" if s.end_port else "")
+        for s in r.services) or "none"
+    if not peers and r.services is None:  # policyTypes names the direction, no rule of it: isolation only
+        return {"index": index, "direction": r.direction, "peers": ["none"], "ports": "none", "action": "Isolate"}
+    return {"index": index, "direction": r.direction, "peers": peers or ["none"], "ports": ports, "action": r.action}
+
+
 def _filter_name(objs: list[Any], name: str | None, kind: str) -> list[Any]:
     if name is None:
         return objs
@@ -92,8 +110,52 @@ class ClusterQueries:
     def policy_state(self) -> Any:
         raise NotImplementedError
 
-    def version(self) -> dict[str, str]:
-        return {"controllerVersion": f"v{__version__}"}
+    def version(self, node: str | None = None) -> dict[str, str]:
+        """The versions of the components antctl reached (none offline: there is no controller or agent)."""
+        return {}
+
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.cluster.nodes]
+
+    def pod_node(self, ns: str, name: str) -> str:
+        """The node a Pod runs on (antctl get ovsflows -p without --node)."""
+        p = self.cluster.pod(ns, name)
+        if not p.node_name:
+            raise InvalidArgument(f"Pod {ns}/{name} is not scheduled on a node")
+        return p.node_name
+
+    def antrea_pod(self, component: str, node: str | None = None) -> dict[str, str]:
+        """The kube-system Pod of an Antrea component (label component=antrea-agent|antrea-controller) as
+        an object reference, when the cluster has one (the seed's DaemonSet and Deployment Pods)."""
+        for p in self.cluster.pods:
+            if p.namespace == "kube-system" and dict(p.labels).get("component") == component and \
+                    (node is None or p.node_name == node):
+                return {"kind": "Pod", "namespace": p.namespace, "name": p.name}
+        return {}
+
+    def query_endpoint(self, ns: str, name: str) -> dict[str, Any]:
+        """antctl query endpoint: the policies applied to the Pod (its AppliedToGroups) and the rules that
+        select it as a peer (its AddressGroups): an ingress rule's source, an egress rule's destination.
+        Antrea's EndpointQueryResponse fields, and each rule's peers and ports (pyantrea's addition)."""
+        self.cluster.pod(ns, name)  # NotFound for an unknown Pod
+        st = self.policy_state()
+        key = f"{ns}/{name}"
+        atgs = {g.name for g in st.applied_to_groups.values() if any(p.key == key for p in g.pods)}
+        ags = {g.name for g in st.address_groups.values() if any(p.key == key for p in g.pods)}
+        applied: list[dict[str, Any]] = []
+        ingress: list[dict[str, Any]] = []
+        egress: list[dict[str, Any]] = []
+        for _, pol in sorted(st.policies.items()):
+            ref = {"type": "K8sNP", "namespace": pol.namespace, "name": pol.name, "uid": pol.uid}
+            if atgs & set(pol.applied_to_groups):
+                applied.append({**ref, "rules": [rule_summary(i, r) for i, r in enumerate(pol.rules)]})
+            for i, r in enumerate(pol.rules):
+                if not ags & set(r.peer.address_groups):
+                    continue
+                entry = {"policyref": ref, "direction": r.direction, "ruleindex": i, **rule_summary(i, r)}
+                (ingress if r.direction == "In" else egress).append(entry)
+        return {"endpoints": [{"namespace": ns, "name": name, "policies": applied, "ingresssrcrules": ingress,
+                               "egressdstrules": egress}]}
 
     def pick_node(self, node: str | None) -> str:
         names = [n.name for n in self.cluster.nodes]

@@ -108,24 +108,61 @@ class LabBackend(ClusterQueries):
             raise NotFoundError(f"the agent of node {node} is not running ({sock} is missing)")
         return APIClient(str(sock))
 
-    def version(self) -> dict[str, str]:
-        return {"controllerVersion": super().version()["controllerVersion"]}
+    def version(self, node: str | None = None) -> dict[str, str]:
+        """The controller's version (its /v1/controlplane/stats), and with a node its agent's."""
+        out = {"controllerVersion": str(self.ctl.get("/v1/controlplane/stats")["version"])}
+        if node is not None:
+            out["agentVersion"] = "v" + str(self.agent(node).get("/v1/version")["agentVersion"]).lstrip("v")
+        return out
+
+    # ---------------------------------------------------------------- agentinfo / controllerinfo
+    def agentinfo(self, node: str | None) -> list[dict[str, Any]]:
+        """Each agent's own report (/v1/stats: version, OVS, its policies and groups, its Pods, its
+        conditions probed now); without --node every running agent."""
+        keys = ("version", "nodeRef", "nodeSubnets", "ovsInfo", "networkPolicyControllerInfo", "localPodNum",
+                "agentConditions")
+        nodes = [node] if node else [n for n in self.node_names() if (self.dir / "nodes" / n / "agent.sock").exists()]
+        out = []
+        for n in nodes:
+            st = self.agent(n).get("/v1/stats")
+            info = {k: st[k] for k in keys if k in st}
+            out.append({"version": info.pop("version", ""), "podRef": self.antrea_pod("antrea-agent", n), **info})
+        return out
+
+    def controllerinfo(self) -> dict[str, Any]:
+        st = self.ctl.get("/v1/controlplane/stats")
+        pod = self.antrea_pod("antrea-controller")
+        node = next((p.node_name for p in self.cluster.pods if pod and p.namespace == pod["namespace"]
+                     and p.name == pod["name"]), None)
+        import time
+
+        return {"version": st.get("version", ""), "podRef": pod,
+                "nodeRef": {"kind": "Node", "name": node} if node else {},
+                "networkPolicyControllerInfo": {"networkPolicyNum": st["policies"],
+                                                "addressGroupNum": st["addressGroups"],
+                                                "appliedToGroupNum": st["appliedToGroups"]},
+                "connectedAgentNum": len(st.get("connectedAgents", [])),
+                "controllerConditions": [{"type": "ControllerHealthy", "status": "True",
+                                          "lastHeartbeatTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}
 
     # ---------------------------------------------------------------------------- flows
-    def _lines(self, node: str, table: int | None, fmt: str) -> list[str]:
-        q = f"/v1/ovsflows?format={fmt}" + (f"&table={table}" if table is not None else "")
+    def _lines(self, node: str, table: int | None, fmt: str, pod: str | None = None) -> list[str]:
+        from urllib.parse import quote
+
+        q = f"/v1/ovsflows?format={fmt}" + (f"&table={table}" if table is not None else "") + \
+            (f"&pod={quote(pod)}" if pod else "")
         return list(self.agent(node).get(q)["lines"])
 
-    def ovsflows_ofctl(self, node: str, table: int | None) -> list[str]:
-        return self._lines(node, table, "ofctl")
+    def ovsflows_ofctl(self, node: str, table: int | None, pod: str | None = None) -> list[str]:
+        return self._lines(node, table, "ofctl", pod)
 
-    def ovsflows_of13(self, node: str, table: int | None) -> list[str]:
+    def ovsflows_of13(self, node: str, table: int | None, pod: str | None = None) -> list[str]:
         return [re.sub(r"^.*?table=", "table=", re.sub(r"duration=[^,]*, ", "", line))
-                for line in self._lines(node, table, "of13")]
+                for line in self._lines(node, table, "of13", pod)]
 
-    def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]:
+    def ovsflows_json(self, node: str, table: int | None, pod: str | None = None) -> list[dict[str, Any]]:
         out = []
-        for line in self._lines(node, table, "ofctl"):
+        for line in self._lines(node, table, "ofctl", pod):
             m = re.match(r"\s*cookie=(\S+), (?:table=(\d+), )?priority=(\d+),?(.*?) actions=(.*)$", line)
             if m:
                 out.append({"table": int(m.group(2) or 0), "priority": int(m.group(3)), "cookie": m.group(1).rstrip(","),

@@ -32,18 +32,66 @@ class OfflineBackend(ClusterQueries):
     def close(self) -> None:
         self._stack.close()
 
-    def _flows(self, node: str, table: int | None) -> list[Flow]:
+    def _flows(self, node: str, table: int | None, pod: str | None = None) -> list[Flow]:
         flows = list(self.offline.node_flows(node).flows)
+        if pod is not None:  # the Pod's interface flows (the agent's pod/<interface> family)
+            from pyantrea.agent.openflow.pipeline import FlowBuilder
+            from pyantrea.offline import pipeline_config
+
+            ns, _, name = pod.rpartition("/")
+            iface = next((i for i in self.cluster.network(node).interfaces
+                          if i.namespace == (ns or "default") and i.pod == name), None)
+            if iface is None:
+                raise NotFoundError(f"Pod {ns or 'default'}/{name} has no interface on node {node}")
+            own = {f.dump_text() for f in FlowBuilder(self.cluster.network(node),
+                                                      pipeline_config(self.cluster)).pod_flows(iface)}
+            flows = [f for f in flows if f.dump_text() in own]
         return [f for f in flows if table is None or f.table == table]
 
-    def ovsflows_ofctl(self, node: str, table: int | None) -> list[str]:
-        return [f.dump_text() for f in self._flows(node, table)]
+    def ovsflows_ofctl(self, node: str, table: int | None, pod: str | None = None) -> list[str]:
+        return [f.dump_text() for f in self._flows(node, table, pod)]
 
-    def ovsflows_of13(self, node: str, table: int | None) -> list[str]:
-        return [f.of13_text() for f in self._flows(node, table)]
+    def ovsflows_of13(self, node: str, table: int | None, pod: str | None = None) -> list[str]:
+        return [f.of13_text() for f in self._flows(node, table, pod)]
 
-    def ovsflows_json(self, node: str, table: int | None) -> list[dict[str, Any]]:
-        return [flow_json(f) for f in self._flows(node, table)]
+    def ovsflows_json(self, node: str, table: int | None, pod: str | None = None) -> list[dict[str, Any]]:
+        return [flow_json(f) for f in self._flows(node, table, pod)]
+
+    # ---------------------------------------------------------------- agentinfo / controllerinfo
+    def agentinfo(self, node: str | None) -> list[dict[str, Any]]:
+        """What the folder says each node's agent would report: its subnet, its compiled flows per
+        table, the policies and groups its span holds, its Pods (no conditions: no agent runs)."""
+        from collections import Counter
+
+        from pyantrea import __version__
+
+        out = []
+        for n in [node] if node else self.node_names():
+            net = self.cluster.network(n)
+            view = self.policy_state().node_view(n)
+            tables = Counter(f.table for f in self.offline.node_flows(n).flows)
+            out.append({"version": f"v{__version__}", "podRef": self.antrea_pod("antrea-agent", n),
+                        "nodeRef": {"kind": "Node", "name": n}, "nodeSubnets": [net.pod_cidr] if net.pod_cidr else [],
+                        "ovsInfo": {"bridgeName": self.cluster.config.ovs_bridge,
+                                    "flowTable": {str(t): c for t, c in sorted(tables.items())}},
+                        "networkPolicyControllerInfo": {"networkPolicyNum": len(view.policies),
+                                                        "addressGroupNum": len(view.address_groups),
+                                                        "appliedToGroupNum": len(view.applied_to_groups)},
+                        "localPodNum": len(net.interfaces)})
+        return out
+
+    def controllerinfo(self) -> dict[str, Any]:
+        from pyantrea import __version__
+
+        st = self.policy_state()
+        pod = self.antrea_pod("antrea-controller")
+        node = next((p.node_name for p in self.cluster.pods if pod and p.namespace == pod["namespace"]
+                     and p.name == pod["name"]), None)
+        return {"version": f"v{__version__}", "podRef": pod, "nodeRef": {"kind": "Node", "name": node} if node else {},
+                "networkPolicyControllerInfo": {"networkPolicyNum": len(st.policies),
+                                                "addressGroupNum": len(st.address_groups),
+                                                "appliedToGroupNum": len(st.applied_to_groups)},
+                "connectedAgentNum": 0}
 
     def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]:
         groups = self.offline.node_flows(node).groups
