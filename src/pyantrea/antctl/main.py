@@ -407,7 +407,7 @@ def h_reachability(b: Backend, a: argparse.Namespace) -> str:
     from pyantrea.traceflow.reachability import parse_ports, reachability, render
 
     ports = parse_ports(a.port)
-    return render(reachability(b, ports, services=a.services), ports, a.output)  # type: ignore[arg-type]
+    return render(reachability(b, ports), ports, a.output)  # type: ignore[arg-type]
 
 
 NAME = Arg(("name",), dict(nargs="?", help="object name"))
