@@ -21,7 +21,8 @@ veth -> br-int -> Geneve -> br-phy -> underlay path. Afterwards the port and the
 and `pyantrea lab restart ovs NODE` makes the agent replay its flows; the flow count is checked.
 
 The Pods used for 2 and 4 carry labels no policy selects. Everything runs in a private lab
-(PYANTREA_LAB_DIR=/run/pa-bench), refused if another lab is up, and is torn down at the end.
+(--lab-dir, default /run/pa-bench, with the namespace prefix --prefix, default PYANTREA_LAB_PREFIX or
+pa-), refused if a lab of that prefix is up, and is torn down at the end.
 
 Run:  python bench/lab.py              (as root)
       python bench/lab.py --help
@@ -50,6 +51,13 @@ from pyantrea.lab.http import request_json  # noqa: E402
 
 LAB_DIR = "/run/pa-bench"
 ENV = {**os.environ, "PYANTREA_LAB_DIR": LAB_DIR}
+
+
+def set_lab(lab_dir: str, prefix: str) -> None:
+    """The private lab's run dir and namespace prefix (--lab-dir, --prefix)."""
+    global LAB_DIR, ENV
+    LAB_DIR = lab_dir
+    ENV = {**os.environ, "PYANTREA_LAB_DIR": lab_dir, "PYANTREA_LAB_PREFIX": prefix}
 
 
 def lab(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -317,10 +325,15 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5, help="iperf3 run length")
     ap.add_argument("--runs", type=int, default=3, help="iperf3 rounds (pipeline and NORMAL interleaved)")
     ap.add_argument("--skip", action="append", default=[], choices=["cni", "policy", "iperf"])
+    ap.add_argument("--lab-dir", default=LAB_DIR)
+    ap.add_argument("--prefix", default=os.environ.get("PYANTREA_LAB_PREFIX") or "pa-",
+                    help="the lab's namespace prefix (default: PYANTREA_LAB_PREFIX, else pa-)")
     a = ap.parse_args()
+    set_lab(a.lab_dir, a.prefix)
     if os.geteuid() != 0:
         raise SystemExit("bench/lab.py needs root")
-    others = [n for n in os.listdir("/var/run/netns") if n.startswith("pa-")] if os.path.isdir("/var/run/netns") else []
+    others = ([n for n in os.listdir("/var/run/netns") if n.startswith(a.prefix)]
+              if os.path.isdir("/var/run/netns") else [])
     if others:
         raise SystemExit(f"another lab is up ({', '.join(others)}): `pyantrea lab down` it first")
     print(f"bench/lab.py: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "

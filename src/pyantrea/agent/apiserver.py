@@ -83,7 +83,8 @@ def stats(a: Agent) -> Any:
                 "proxy": ({"serviceSyncs": a.proxier.syncs, "groups": len(a.flows.groups),
                            "rejects": a.proxier.rejects}
                           if a.proxier is not None else None),
-                "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()}}
+                "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()},
+                "cniSteps": {k: {s: v[-200:] for s, v in steps.items()} for k, steps in a.cni.steps.items()}}
 
 
 def podinterfaces(a: Agent) -> Any:

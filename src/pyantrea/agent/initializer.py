@@ -78,7 +78,8 @@ class Initializer:
         prev = a.db.get_bridge_external_id(a.bridge_name, "roundNum")
         self.prev_round = int(prev) if prev and prev.isdigit() else None
         a.round = ((self.prev_round or 0) + 1) % 65536 or 1
-        a.ofbridge = OFBridge(a.ovs_rundir / f"{a.bridge_name}.mgmt")
+        # install texts are numeric; a CNI request's flows go to an ovs-ofctl started ahead
+        a.ofbridge = OFBridge(a.ovs_rundir / f"{a.bridge_name}.mgmt", names=False, prestart=True)
         a.flows = FlowClient(a.ofbridge)
         instrument_bridge(a.ofbridge, a.metrics)  # antrea_agent_ovs_flow_ops_* (agent/metrics.py)
         if a.cfg.gate("Traceflow"):

@@ -576,11 +576,13 @@ class ChurnResult:
     checked: int = 0  # cycles whose Pod pinged its gateway before being deleted
 
 
-def churn(lab: RelLab, cycles: int, nodes: list[str], check_every: int = 25, tag: str = "") -> ChurnResult:
+def churn(lab: RelLab, cycles: int, nodes: list[str], check_every: int = 25, tag: str = "",
+          jobs: int | None = None) -> ChurnResult:
     """Pod add/delete cycles driven like kubelet: a network namespace, the CNI executable's ADD in
     the node's namespace, (every check_every-th cycle) a ping from the Pod to its gateway, CNI DEL,
     the namespace removed. Cycle i runs on nodes[i % len(nodes)]; each node does its cycles one after
-    the other, the nodes in parallel."""
+    the other, the nodes in parallel; or, with ``jobs``, that many cycles run at a time in all (a
+    kubelet plumbing ``jobs`` Pods at once), each worker taking every jobs-th cycle."""
     from pyantrea.lab import kubelet
 
     tag = tag or f"{os.getpid() % 100000:05d}"
@@ -618,8 +620,8 @@ def churn(lab: RelLab, cycles: int, nodes: list[str], check_every: int = 25, tag
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
-    def worker(node: str, idx: list[int]) -> None:
-        for i in idx:
+    def worker(todo: list[tuple[int, str]]) -> None:
+        for i, node in todo:
             try:
                 one(i, node)
             except Exception as e:  # noqa: BLE001 - reported as a failure
@@ -629,8 +631,12 @@ def churn(lab: RelLab, cycles: int, nodes: list[str], check_every: int = 25, tag
     plan: dict[str, list[int]] = {n: [] for n in nodes}
     for i in range(cycles):
         plan[nodes[i % len(nodes)]].append(i)
+    if jobs is None:
+        work = [[(i, n) for i in idx] for n, idx in plan.items()]
+    else:
+        work = [[(i, nodes[i % len(nodes)]) for i in range(w, cycles, jobs)] for w in range(jobs)]
     t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n, idx)) for n, idx in plan.items()]
+    threads = [threading.Thread(target=worker, args=(todo,)) for todo in work]
     for t in threads:
         t.start()
     for t in threads:

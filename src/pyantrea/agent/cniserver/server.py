@@ -14,9 +14,9 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from pyantrea.agent.bridge import pod_port_commands
 from pyantrea.agent.cniserver import ipam
 from pyantrea.agent.cniserver import pod as podnet
 from pyantrea.apis.k8s import NodeNetwork, PodInterface, PodPin, interface_name
@@ -99,17 +99,48 @@ class PodNetwork(Protocol):
 
     def by_container(self, cid: str) -> PodInterface | None: ...
 
+    def add_port(self, iface: PodInterface, pin_ofport: bool,
+                 meanwhile: Callable[[], None] | None = None) -> tuple[int, str]:
+        """The Pod's OVS port, added in one OVSDB transaction: (the ofport OVS gave it, its Port UUID);
+        ``meanwhile`` runs after the transaction, while ovs-vswitchd adds the port."""
+        ...
+
+    def del_port(self, name: str) -> None: ...
+
     def pod_added(self, iface: PodInterface, port_uuid: str) -> None: ...
 
-    def remove_interface(self, iface: PodInterface) -> None: ...
+    def remove_interface(self, iface: PodInterface, steps: Steps | None = None,
+                         after_flows: Callable[[], None] | None = None) -> None:
+        """Flows, port, isolation and veth of a Pod; ``after_flows`` runs once its flows are gone."""
+        ...
+
+
+class Steps:
+    """Where one request's time goes: ``mark(name)`` records the time since the previous mark
+    (perf_counter), so the steps of a request add up to its handling time."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks.append((name, now - self.t))
+        self.t = now
+
+
+_NO_STEPS = Steps()  # for callers that do not time (marks are dropped)
 
 
 class CNIServer:
+    KEEP = 1000  # latencies and step times kept per command (memory stays flat)
+
     def __init__(self, pods: PodNetwork):
         self.pods = pods
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.steps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def _lock(self, cid: str) -> threading.Lock:
         with self._locks_guard:
@@ -118,22 +149,29 @@ class CNIServer:
     def handle(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
         """Returns {"result": ...} or {"error": {"code", "msg", "details"}} (CNI error form)."""
         t0 = time.perf_counter()
+        st = Steps()
         try:
             req = Request(body)
             if req.command and req.command.upper() != command.upper():
                 raise CNIError(4, f"CNI_COMMAND {req.command!r} does not match the request {command!r}")
             with self._lock(req.container_id):
+                st.mark("request")
                 if command == "ADD":
-                    res = self.add(req)
+                    res = self.add(req, st)
                 elif command == "DEL":
-                    res = self.delete(req)
+                    res = self.delete(req, st)
                 elif command == "CHECK":
                     res = self.check(req)
                 else:
                     raise CNIError(4, f"unknown CNI_COMMAND {command!r}")
             lat = self.latencies[command]
             lat.append(time.perf_counter() - t0)
-            del lat[:-1000]  # the last 1000 are enough (and memory stays flat)
+            del lat[:-self.KEEP]
+            steps = self.steps[command]
+            for name, dt in st.marks:
+                xs = steps[name]
+                xs.append(dt)
+                del xs[:-self.KEEP]
             return {"result": res}
         except CNIError as e:
             return {"error": {"code": e.code, "msg": e.msg, "details": e.details}}
@@ -141,7 +179,7 @@ class CNIServer:
             return {"error": {"code": 5, "msg": str(e), "details": ""}}
 
     # ------------------------------------------------------------------------------------- ADD
-    def add(self, req: Request) -> dict[str, Any]:
+    def add(self, req: Request, st: Steps = _NO_STEPS) -> dict[str, Any]:
         a = self.pods
         podnet.check_netns(req.netns)
         existing = a.by_container(req.container_id)
@@ -163,33 +201,63 @@ class CNIServer:
                      interface_name(req.pod_name or req.container_id, req.container_id))
         undo: list[Any] = []
         try:
-            lease = ipam.host_local("ADD", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip,
-                                    a.ipam_dir, req.ip, req.cni_path, req.netns)
-            undo.append(lambda: ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip,
-                                                a.ipam_dir, None, req.cni_path, req.netns))
-            ips = lease.get("ips") or []
+            # host-local runs while the veth is made (neither needs the other): IPAM's answer, or its error
+            lease_box: dict[str, Any] = {}
+
+            def allocate() -> None:
+                try:
+                    lease_box["lease"] = ipam.host_local("ADD", req.container_id, req.ifname, net.pod_cidr,
+                                                         net.gateway_ip, a.ipam_dir, req.ip, req.cni_path, req.netns)
+                except BaseException as e:  # noqa: BLE001 - handed to the request's thread
+                    lease_box["error"] = e
+
+            ipam_thread = threading.Thread(target=allocate, name=f"ipam-add-{req.container_id[:12]}")
+            ipam_thread.start()
+            link_error: BaseException | None = None
+            try:
+                host_mac, pod_mac = podnet.create_veth(host_name, req.netns, req.ifname, a.mtu,
+                                                       pin.mac if pin is not None else None)
+                st.mark("veth")
+                undo.append(lambda: podnet.delete_veth(host_name))
+                if a.datapath == "netdev":
+                    podnet.isolate(host_name)
+                    undo.append(lambda: podnet.unisolate(host_name))
+                    st.mark("isolate")
+                podnet.host_up(host_name)
+                st.mark("host_up")
+            except BaseException as e:  # noqa: BLE001 - raised below, once IPAM has answered
+                link_error = e
+            finally:
+                ipam_thread.join()
+                if "lease" in lease_box:  # released last when the ADD is undone
+                    undo.insert(0, lambda: ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr,
+                                                           net.gateway_ip, a.ipam_dir, None, req.cni_path, req.netns))
+                st.mark("ipam_wait")
+            if "error" in lease_box:  # IPAM's failure is the ADD's answer (it came first before)
+                raise lease_box["error"]
+            if link_error is not None:
+                raise link_error
+            ips = lease_box["lease"].get("ips") or []
             if not ips:
                 raise CNIError(5, "host-local returned no IP")
             iface_addr = ipaddress.IPv4Interface(ips[0]["address"])
             ip = str(iface_addr.ip)
-            host_mac, pod_mac = podnet.create_veth(host_name, req.netns, req.ifname, a.mtu,
-                                                   pin.mac if pin is not None else None)
-            undo.append(lambda: podnet.delete_veth(host_name))
-            if a.datapath == "netdev":
-                podnet.isolate(host_name)
-                undo.append(lambda: podnet.unisolate(host_name))
-            podnet.host_up(host_name)
-            podnet.configure_pod(req.netns, req.ifname, ip, subnet.prefixlen, net.gateway_ip,
-                                 tx_off=a.datapath == "netdev")
             requested_ofport = pin.ofport if pin is not None and pin.ofport else 0
             iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name, requested_ofport, pod_mac, ip,
                                  req.container_id)
-            a.db.transact(pod_port_commands(a.bridge_name, iface, pin_ofport=requested_ofport > 0))
-            undo.append(lambda: a.db.transact(a.db.del_port(a.bridge_name, host_name)))
-            ofport = a.db.wait_ofport(host_name, timeout=5.0)
+            undo.append(lambda: a.del_port(host_name))
+
+            def configure() -> None:  # while ovs-vswitchd adds the port
+                st.mark("ovs_port")
+                podnet.configure_pod(req.netns, req.ifname, ip, subnet.prefixlen, net.gateway_ip,
+                                     tx_off=a.datapath == "netdev")
+                st.mark("configure_pod")
+
+            ofport, uuid = a.add_port(iface, requested_ofport > 0, meanwhile=configure)
+            st.mark("ofport")
             iface = PodInterface(req.pod_ns, req.pod_name, a.node, host_name, ofport, pod_mac, ip, req.container_id)
-            uuid = next((p.uuid for p in a.db.list_ports(a.bridge_name) if p.name == host_name), "")
             a.pod_added(iface, uuid)
+            st.mark("flows")
         except BaseException as e:
             for u in reversed(undo):
                 try:
@@ -221,17 +289,33 @@ class CNIServer:
         return res
 
     # ------------------------------------------------------------------------------------- DEL
-    def delete(self, req: Request) -> dict[str, Any]:
+    def delete(self, req: Request, st: Steps = _NO_STEPS) -> dict[str, Any]:
         a = self.pods
         net = a.network()
-        try:
-            ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip, a.ipam_dir,
-                            None, req.cni_path, req.netns or "/dev/null")
-        except CNIError:
-            pass  # DEL must be idempotent: a missing lease is not an error
+
+        def release() -> None:
+            try:
+                ipam.host_local("DEL", req.container_id, req.ifname, net.pod_cidr, net.gateway_ip, a.ipam_dir,
+                                None, req.cni_path, req.netns or "/dev/null")
+            except CNIError:
+                pass  # DEL must be idempotent: a missing lease is not an error
+
         iface = a.by_container(req.container_id)
-        if iface is not None:
-            a.remove_interface(iface)
+        if iface is None:
+            release()
+            st.mark("ipam")
+            return {}
+        # The IP is released once the Pod's flows are gone (a new Pod given it then finds no flow
+        # naming it), while the port and the veth are removed.
+        ipam_thread = threading.Thread(target=release, name=f"ipam-del-{req.container_id[:12]}")
+        try:
+            a.remove_interface(iface, st, after_flows=ipam_thread.start)
+        finally:
+            if ipam_thread.ident is None:
+                release()  # the flows could not be removed: the lease goes all the same, as before
+            else:
+                ipam_thread.join()
+        st.mark("ipam_wait")
         return {}
 
     # ------------------------------------------------------------------------------------- CHECK
