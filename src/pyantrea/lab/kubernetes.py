@@ -400,6 +400,8 @@ class ControlPlane:
                 "--service-account-signing-key-file", str(p.sa_key),
                 "--service-cluster-ip-range", SERVICE_CIDR,
                 "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
+                # as kubeadm's: a CNI's agent (build/yamls/pyantrea.yml's DaemonSet) runs privileged
+                "--allow-privileged=true",
                 "--endpoint-reconciler-type", "lease" if self.reconcile_endpoints else "none",
                 "--event-ttl", "1h", *self.apiserver_args]
 
