@@ -92,7 +92,8 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser: 
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (default: a shell)")
 
     p = ls.add_parser("restart", help="SIGKILL a lab process and start it again (a crash and a restart)")
-    p.add_argument("what", choices=("agent", "ovs", "controller"))
+    p.add_argument("what", choices=("agent", "ovs", "controller", "apiserver"),
+                   help="apiserver: kube-apiserver of a --kubernetes lab")
     p.add_argument("node", nargs="?", help="only this node (default: every node)")
 
     ls.add_parser("down", help="remove everything the lab created (namespaces, processes, links, files)")

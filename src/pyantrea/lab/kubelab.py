@@ -787,7 +787,34 @@ class KubeLab(Lab):
         self.load_kstate()
         if what in ("agent", "ovs", "controller"):
             return super().restart(what, node)
-        raise LabError(f"restart {what}: expected agent, ovs or controller")
+        if what == "apiserver":
+            return self.restart_apiserver(node)
+        raise LabError(f"restart {what}: expected agent, ovs, controller or apiserver")
+
+    def restart_apiserver(self, node: str | None = None) -> int:
+        """SIGKILL kube-apiserver and start it again on the same etcd (a crash and a restart); its
+        clients (controller-manager, scheduler, kubelets, kube-proxies, pyantrea's informers) are
+        left alone: they reconnect and resume their watches from their resourceVersions."""
+        import signal
+
+        if node:
+            raise LabError("`lab restart apiserver` takes no node")
+        self.check_host()
+        with self.paths.locked():
+            self.require_state()
+            cp = self.control_plane()
+            old = self._alive("kube-apiserver")
+            if old is not None:
+                old.kill(signal.SIGKILL)
+                self.say(f"kube-apiserver: killed (pid {old.pid})")
+            cp.procs.pop("kube-apiserver", None)
+            ref = cp.launch("kube-apiserver")
+            self.k["procs"]["kube-apiserver"] = ref.to_json()
+            self.save_k()
+            t0 = time.monotonic()
+            cp.wait_up("kube-apiserver")
+            self.say(f"kube-apiserver: started (pid {ref.pid}), ready in {time.monotonic() - t0:.1f} s")
+        return 0
 
     def reconcile_pods(self, cluster: Any) -> list[str]:
         return []  # the kubelets own the Pods in this mode
