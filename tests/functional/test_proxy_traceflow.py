@@ -133,3 +133,20 @@ def test_antctl_groups_and_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("FLOW\n") and all("table=42" in x for x in out.splitlines()[1:] if x)
     assert antctl(["--cluster", str(SEED_PROXY), "get", "ovsflows", "--node", "worker1", "-G", "x"]) == 1
     assert "comma-separated group ids or 'all'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", [ROOT / "examples" / "seed", SEED_PROXY])
+def test_reachability_to_services(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert antctl(["--cluster", str(folder), "reachability", "--services", "-o", "json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if "endpoint" in r]
+    v = {(r["from"], r["to"], r["protocol"], r["port"], r["endpoint"]): r["verdict"] for r in rows}
+    fe = "default/frontend"
+    assert v[(fe, "default/backendsvc", "TCP", 80, "10.222.1.47:80")] == "allow"
+    assert v[(fe, "default/backendsvc", "TCP", 80, "10.222.2.34:80")] == "allow"
+    assert v[(fe, "kube-system/kube-dns", "UDP", 53, "10.222.2.2:53")] == "allow"
+    assert v[(fe, "kube-system/kube-dns", "TCP", 9153, "10.222.1.2:9153")] == "deny"
+    assert v[("default/backend1", "default/backendsvc", "TCP", 80, "10.222.2.34:80")] == "deny"
+    # the API server (a host endpoint): kube-proxy DNATs it on the host, after br-int's egress tables
+    # (table 40 skips them); AntreaProxy DNATs it in br-int, before them, so frontend's policy applies
+    kube = v[(fe, "default/kubernetes", "TCP", 443, "10.79.1.200:6443")]
+    assert kube == ("deny" if folder == SEED_PROXY else "allow")

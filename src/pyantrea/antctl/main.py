@@ -407,7 +407,7 @@ def h_reachability(b: Backend, a: argparse.Namespace) -> str:
     from pyantrea.traceflow.reachability import parse_ports, reachability, render
 
     ports = parse_ports(a.port)
-    return render(reachability(b, ports), ports, a.output)  # type: ignore[arg-type]
+    return render(reachability(b, ports, services=a.services), ports, a.output)  # type: ignore[arg-type]
 
 
 NAME = Arg(("name",), dict(nargs="?", help="object name"))
@@ -484,6 +484,8 @@ COMMANDS: tuple[Command, ...] = (
             h_reachability,
             (Arg(("--port",), dict(action="append", metavar="PROTO/PORT",
                                    help="e.g. TCP/80 (repeatable, or comma-separated; default TCP/80)")),
+             Arg(("--services",), dict(action="store_true",
+                                       help="also every Pod to every Service port, one verdict per endpoint")),
              _fmt(("table", "json"), "table"))),
 )
 

@@ -95,9 +95,35 @@ def _verdict(engine: Engine, a: Pod, b: Pod, ps: PortSpec) -> dict[str, Any]:
     return d
 
 
+def _service_verdicts(engine: Engine, a: Pod, svc: Any, sp: Any) -> list[dict[str, Any]]:
+    """Pod `a` to one Service port: one row per endpoint the Service can pick (kube-proxy's chains, or
+    AntreaProxy's group), each the end of that walk."""
+    assert a.pod_ip and a.node_name and svc.cluster_ip
+    pkt = Packet(sp.protocol.lower(), a.pod_ip, svc.cluster_ip, None, sp.port, 64)
+    rows = []
+    for path in engine.walk(pkt, ("pod", a.node_name, a.key)):
+        o = path.outcome
+        d: dict[str, Any] = {"from": a.key, "to": svc.key, "protocol": sp.protocol, "port": sp.port,
+                             "endpoint": path.endpoint}
+        d["verdict"] = "deny" if o.action == "Dropped" else "allow"
+        if d["verdict"] == "deny":
+            reason: dict[str, Any] = {"node": o.node, "action": o.action, "message": o.reason}
+            if o.table is not None:
+                reason["table"] = o.table
+                reason["tableName"] = o.table_name
+            if o.rules:
+                reason["rules"] = list(o.rules)
+            d["reason"] = reason
+        elif o.pod:
+            d["pod"] = o.pod
+        rows.append(d)
+    return rows
+
+
 def reachability(backend: TraceBackend, ports: list[PortSpec], engine: Engine | None = None,
-                 threads: bool = True) -> list[dict[str, Any]]:
-    """Every ordered pair of distinct Pods x every port, in (from, to, port) order."""
+                 threads: bool = True, services: bool = False) -> list[dict[str, Any]]:
+    """Every ordered pair of distinct Pods x every port, in (from, to, port) order; with `services`,
+    then every Pod to every Service port (one row per endpoint), in (from, to, port, endpoint) order."""
     engine = engine or Engine(backend)
     pods = pods_of(engine)
     nodes = sorted({p.node_name for p in pods if p.node_name})
@@ -112,6 +138,9 @@ def reachability(backend: TraceBackend, ports: list[PortSpec], engine: Engine | 
     for p in pods:
         by_node.setdefault(p.node_name or "", []).append(p)
 
+    svc_ports = [(s, sp) for s in sorted(engine.cluster.services, key=lambda s: s.key) if s.cluster_ip
+                 for sp in s.ports] if services else []
+
     def run_node(node: str) -> list[dict[str, Any]]:
         res = []
         for a in by_node[node]:
@@ -120,6 +149,8 @@ def reachability(backend: TraceBackend, ports: list[PortSpec], engine: Engine | 
                     continue
                 for ps in ports:
                     res.append(_verdict(engine, a, b, ps))
+            for svc, sp in svc_ports:
+                res += _service_verdicts(engine, a, svc, sp)
         return res
 
     results: list[dict[str, Any]] = []
@@ -131,12 +162,18 @@ def reachability(backend: TraceBackend, ports: list[PortSpec], engine: Engine | 
         for n in sorted(by_node):
             results += run_node(n)
     order = {str(ps): i for i, ps in enumerate(ports)}
-    results.sort(key=lambda d: (d["from"], d["to"], order[f"{d['protocol']}/{d['port']}"]))
-    return results
+    pairs = [d for d in results if "endpoint" not in d]
+    pairs.sort(key=lambda d: (d["from"], d["to"], order[f"{d['protocol']}/{d['port']}"]))
+    svc = [d for d in results if "endpoint" in d]
+    svc.sort(key=lambda d: (d["from"], d["to"], d["protocol"], d["port"], d["endpoint"] or ""))
+    return pairs + svc
 
 
 def render_table(results: list[dict[str, Any]], ports: list[PortSpec]) -> str:
-    """One matrix per port: rows are sources, columns destinations (numbered like the rows)."""
+    """One matrix per port: rows are sources, columns destinations (numbered like the rows); then
+    the Services, one line per source, Service port and endpoint."""
+    svc_rows = [r for r in results if "endpoint" in r]
+    results = [r for r in results if "endpoint" not in r]
     pods = sorted({r["from"] for r in results} | {r["to"] for r in results})
     idx = {p: i + 1 for i, p in enumerate(pods)}
     w = max((len(p) for p in pods), default=4)
@@ -166,6 +203,18 @@ def render_table(results: list[dict[str, Any]], ports: list[PortSpec]) -> str:
                     else rs.get("node", "?")
                 why = "; ".join(rs.get("rules", [])) or rs.get("message", "")
                 out.append(f"  {r['from']} -> {r['to']}: {where}: {why}")
+        out.append("")
+    if svc_rows:
+        out.append("Services: from -> ns/service PROTO/port (endpoint): verdict")
+        for r in svc_rows:
+            why = ""
+            if r["verdict"] == "deny":
+                rs = r.get("reason", {})
+                where = f"{rs.get('node', '?')} table {rs['table']} {rs.get('tableName', '')}" if "table" in rs \
+                    else rs.get("node", "?")
+                why = f": {where}: " + ("; ".join(rs.get("rules", [])) or rs.get("message", ""))
+            out.append(f"  {r['from']} -> {r['to']} {r['protocol']}/{r['port']} ({r['endpoint'] or 'no endpoint'}): "
+                       f"{r['verdict']}{why}")
         out.append("")
     return "\n".join(out)
 
