@@ -133,7 +133,8 @@ _NO_STEPS = Steps()  # for callers that do not time (marks are dropped)
 
 
 class CNIServer:
-    KEEP = 1000  # latencies and step times kept per command (memory stays flat)
+    KEEP = 1000  # latencies kept per command (memory stays flat)
+    KEEP_STEPS = 200  # step times kept per command and step (what /v1/stats shows)
 
     def __init__(self, pods: PodNetwork):
         self.pods = pods
@@ -171,7 +172,7 @@ class CNIServer:
             for name, dt in st.marks:
                 xs = steps[name]
                 xs.append(dt)
-                del xs[:-self.KEEP]
+                del xs[:-self.KEEP_STEPS]
             return {"result": res}
         except CNIError as e:
             return {"error": {"code": e.code, "msg": e.msg, "details": e.details}}
