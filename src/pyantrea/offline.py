@@ -31,7 +31,8 @@ def peers_of(cluster: Cluster, node: str) -> list[PeerNode]:
 def pipeline_config(cluster: Cluster, round_num: int = 1) -> PipelineConfig:
     return PipelineConfig(service_cidr=cluster.config.service_cidr,
                           traceflow=cluster.config.gate("Traceflow"), round_num=round_num,
-                          proxy=cluster.config.gate("AntreaProxy"), proxy_all=cluster.config.proxy_all)
+                          proxy=cluster.config.gate("AntreaProxy"), proxy_all=cluster.config.proxy_all,
+                          antrea_policy=cluster.config.gate("AntreaPolicy"))
 
 
 def service_entries(cluster: Cluster, node: str) -> dict[str, list[ServicePortEntry]]:
@@ -56,6 +57,10 @@ class OfflineCluster:
     @cached_property
     def policy_state(self) -> PolicyState:
         c = self.cluster
+        if c.antrea_policies:  # Antrea-native policies (the AntreaPolicy gate): their part merged in
+            from pyantrea.controller.antreapolicy import cluster_state
+
+            return cluster_state(c)
         return NetworkPolicyController(c.pods, c.namespaces, c.policies).compute()
 
     def node_flows(self, node: str) -> NodeFlows:

@@ -83,6 +83,7 @@ def stats(a: Agent) -> Any:
                 "proxy": ({"serviceSyncs": a.proxier.syncs, "groups": len(a.flows.groups),
                            "rejects": a.proxier.rejects}
                           if a.proxier is not None else None),
+                "policyRejects": a.rejecter.stats() if a.rejecter is not None else None,
                 "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()},
                 "cniSteps": {k: {s: v[-200:] for s, v in steps.items()} for k, steps in a.cni.steps.items()}}
 

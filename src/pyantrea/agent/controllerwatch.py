@@ -16,6 +16,7 @@ from typing import Any
 import dataclasses
 
 from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules, peer_clause
+from pyantrea.agent.openflow.priority import RulePriorities
 from pyantrea.apis import controlplane as cp
 from pyantrea.apis.k8s import PodInterface
 from pyantrea.errors import PyantreaError
@@ -28,7 +29,8 @@ class RuleCache:
         self.node = node
         self.objects: dict[str, dict[str, Any]] = {"NetworkPolicy": {}, "AppliedToGroup": {}, "AddressGroup": {}}
         self.alloc = ConjIDAllocator()
-        self.rules: dict[str, list[OFRule]] = {}  # by policy ns/name
+        self.prios = RulePriorities()  # Antrea-native rules' OpenFlow priorities
+        self.rules: dict[str, list[OFRule]] = {}  # by policy key (ns/name; ACNP:name, ANP:ns/name)
         self.lock = threading.RLock()
         # since the last reconcile: groups changed by member patches only, and policies that must be
         # recomputed whole (the policy itself or its AppliedToGroup changed)
@@ -51,6 +53,8 @@ class RuleCache:
         with self.lock:
             self.objects = cp.view_from_list(listing)
             rules = compute_rules(self.view(), interfaces, self.alloc)
+            self.prios = RulePriorities()
+            rules = self.prios.assign(rules)[0]
             self.rules = {}
             for r in rules:
                 self.rules.setdefault(r.policy, []).append(r)
@@ -75,8 +79,7 @@ class RuleCache:
             for ev in events:
                 kind = ev["kind"]
                 name = ev["patch"]["name"] if "patch" in ev else (
-                    f"{ev['object']['namespace']}/{ev['object']['name']}" if kind == "NetworkPolicy"
-                    else ev["object"]["name"])
+                    cp.policy_key_of(ev["object"]) if kind == "NetworkPolicy" else ev["object"]["name"])
                 now = self.touched_by(kind, name)  # before (a policy that stops using a group)
                 cp.apply_event(self.objects, ev)
                 now |= self.touched_by(kind, name)  # and after
@@ -136,10 +139,27 @@ class RuleCache:
                         self.rules[k] = new
             if full:
                 rules = compute_rules(self.view(), interfaces, self.alloc, only=full)
-                before += [r for k in sorted(full) for r in self.rules.pop(k, [])]
+                # Antrea-native rules: new priorities registered while the old ones still hold their
+                # places; rules of other policies whose OpenFlow priority had to move go out and come back
+                # in the same bundle as the change itself
+                rules, moved = self.prios.assign(rules)
+                old_rules = [r for k in sorted(full) for r in self.rules.pop(k, [])]
+                before += old_rules
+                self.prios.release(old_rules)
                 for r in rules:
                     self.rules.setdefault(r.policy, []).append(r)
                 after += rules
+                if moved:
+                    for k in sorted(self.rules):
+                        if k in full:
+                            continue
+                        cur = self.rules[k]
+                        new_list = [r if r.priority is None or self.prios.current(r) == r.of_priority else
+                                    dataclasses.replace(r, of_priority=self.prios.current(r)) for r in cur]
+                        if new_list != cur:
+                            before += [r for r, n in zip(cur, new_list) if r is not n]
+                            after += [n for r, n in zip(cur, new_list) if r is not n]
+                            self.rules[k] = new_list
             return before, after
 
 

@@ -37,6 +37,7 @@ from pyantrea.agent.openflow.ofconn import OFConnection, PacketIn
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
 from pyantrea.agent.openflow.policy import PolicyFlowIndex, policy_flows
 from pyantrea.agent.podconfigurator import PodConfigurator
+from pyantrea.agent.policyreject import PolicyRejecter
 from pyantrea.agent.proxy.proxier import Proxier
 from pyantrea.agent.route.client import RouteClient
 from pyantrea.apis.k8s import AgentConfig, NodeNetwork, PodInterface
@@ -133,6 +134,12 @@ class Agent:
         if self.proxier is not None:  # a Service port without endpoints: its connections are rejected
             px = self.proxier
             self.packet_in_handlers.append(lambda pi: px.handle_packet_in(pi, self._packet_out))
+        self.rejecter: PolicyRejecter | None = None
+        if self.cfg.gate("AntreaPolicy"):  # Antrea-native Reject rules: the agent answers the client
+            self.rejecter = PolicyRejecter(lambda: self.tunnel_ofport, lambda: self.gateway_mac,
+                                           lambda: [(p.node_ip, p.pod_cidr) for p in self.peers()],
+                                           self._packet_out, say)
+            self.packet_in_handlers.append(self.rejecter.handle)
 
     # ------------------------------------------------------------------------------ state
     def network(self) -> NodeNetwork:
@@ -159,7 +166,8 @@ class Agent:
         return FlowBuilder(self.network(), PipelineConfig(service_cidr=self.cfg.service_cidr,
                                                           traceflow=self.cfg.gate("Traceflow"),
                                                           round_num=self.round, proxy=self.proxy_enabled,
-                                                          proxy_all=self.cfg.proxy_all))
+                                                          proxy_all=self.cfg.proxy_all,
+                                                          antrea_policy=self.cfg.gate("AntreaPolicy")))
 
     def policy_flows(self) -> list[Any]:
         """Every policy flow, in the compiler's order (what the offline compiler gives for these rules)."""
@@ -254,9 +262,9 @@ class Agent:
         if self.proxy_enabled and self.cfg.proxy_all and getattr(self, "route", None) is not None:
             self.route.sync_nodeports(self.node_ip, ports)
 
-    def _packet_out(self, data: bytes, port: int) -> None:
+    def _packet_out(self, data: bytes, port: int, actions: list[Any] | None = None) -> None:
         if self.ofconn is not None:
-            self.ofconn.packet_out(data, out_port=port)
+            self.ofconn.packet_out(data, out_port=port, actions=actions)
 
     def packet_in(self, pi: PacketIn) -> None:
         """A packet the datapath sent up: the first handler that takes it (Reject, Traceflow, logging)."""

@@ -42,6 +42,9 @@ def _net_address(cidr: str) -> Address:
     return Address("net", str(ipaddress.IPv4Network(cidr, strict=False)))
 
 
+BASELINE_TIER_PRIORITY = 253  # apis.crd.BASELINE_TIER_PRIORITY
+
+
 @dataclass(frozen=True)
 class OFRule:
     """One OpenFlow policy rule = one conjunction (types.PolicyRule in Antrea)."""
@@ -51,24 +54,44 @@ class OFRule:
     from_: tuple[Address, ...]
     to: tuple[Address, ...]
     services: tuple[cp.Service, ...] | None  # None: no service clause
-    policy: str  # ns/name
+    policy: str  # the policy's key: ns/name (K8s), ACNP:name, ANP:ns/name
     rule_index: int  # index of the internal rule inside its policy
+    # Antrea-native rules (None / defaults for Kubernetes NetworkPolicy rules)
+    action: str = "Allow"  # Allow | Drop | Reject | Pass
+    priority: tuple[int, float, int] | None = None  # (tier priority, policy priority, rule priority)
+    of_priority: int | None = None  # its OpenFlow priority (agent/openflow/priority.py)
+    name: str | None = None  # the rule's name
+    tier: str | None = None  # the Tier's name
+
+    @property
+    def family(self) -> str:
+        """Where its flows go: "k8s" (tables 50/90), "antrea" (45/85) or "baseline" (60/100)."""
+        if self.priority is None:
+            return "k8s"
+        return "baseline" if self.priority[0] == BASELINE_TIER_PRIORITY else "antrea"
 
 
 def rule_to_dict(r: OFRule) -> dict[str, object]:
     """The agent API's form of a rule (what live traces read: the agent's own conj_ids)."""
-    return {"conjID": r.conj_id, "direction": r.direction, "policy": r.policy, "ruleIndex": r.rule_index,
-            "from": [list(a) for a in r.from_], "to": [list(a) for a in r.to],
-            "services": None if r.services is None else [cp.to_dict(s) for s in r.services]}
+    d: dict[str, object] = {
+        "conjID": r.conj_id, "direction": r.direction, "policy": r.policy, "ruleIndex": r.rule_index,
+        "from": [list(a) for a in r.from_], "to": [list(a) for a in r.to],
+        "services": None if r.services is None else [cp.to_dict(s) for s in r.services]}
+    if r.priority is not None:
+        d.update({"action": r.action, "priority": list(r.priority), "ofPriority": r.of_priority, "name": r.name,
+                  "tier": r.tier})
+    return d
 
 
 def rule_from_dict(d: dict[str, Any]) -> OFRule:
     svcs = d.get("services")
+    prio = d.get("priority")
     return OFRule(int(d["conjID"]), str(d["direction"]), tuple(Address(a[0], a[1]) for a in d["from"]),
                   tuple(Address(a[0], a[1]) for a in d["to"]),
-                  None if svcs is None else tuple(cp.Service(s.get("protocol", "TCP"), s.get("port"), s.get("endPort"))
-                                                  for s in svcs),
-                  str(d["policy"]), int(d["ruleIndex"]))
+                  None if svcs is None else tuple(cp.service_from_dict(s) for s in svcs),
+                  str(d["policy"]), int(d["ruleIndex"]), str(d.get("action", "Allow")),
+                  None if prio is None else (int(prio[0]), float(prio[1]), int(prio[2])), d.get("ofPriority"),
+                  d.get("name"), d.get("tier"))
 
 
 def ipblock_cidrs(block: cp.IPBlock) -> list[str]:
@@ -120,7 +143,8 @@ def _key(services: Iterable[cp.Service] | None) -> ServicesKey:
     if services is None:
         return ()
     return tuple((s.protocol, "" if s.port is None else repr(s.port), "" if s.end_port is None else str(s.end_port))
-                 for s in services)
+                 if s.icmp_type is None and s.icmp_code is None else
+                 (s.protocol, f"icmp{s.icmp_type}/{s.icmp_code}", "") for s in services)
 
 
 def _filter_unresolved(services: tuple[cp.Service, ...] | None) -> tuple[cp.Service, ...] | None:
@@ -253,17 +277,27 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
             got = blocks_of[blocks] = [Address.net(c) for b in blocks for c in ipblock_cidrs(b)]
         return got
 
+    targets_of: dict[tuple[str, ...], list[cp.GroupMemberPod]] = {}
+
+    def local_targets(groups: tuple[str, ...]) -> list[cp.GroupMemberPod]:
+        got = targets_of.get(groups)
+        if got is None:
+            got = []
+            seen: set[str] = set()
+            for g in groups:
+                for m in view.applied_to_groups[g].pods if g in view.applied_to_groups else ():
+                    if m.node == view.node and m.key not in seen:
+                        seen.add(m.key)
+                        got.append(m)
+            got.sort(key=lambda m: m.key)
+            targets_of[groups] = got
+        return got
+
     for pol in sorted(view.policies, key=lambda p: (p.namespace, p.name)):
         if only is not None and pol.key not in only:
             continue
-        targets: list[cp.GroupMemberPod] = []
-        seen: set[str] = set()
-        for g in pol.applied_to_groups:
-            for m in view.applied_to_groups[g].pods if g in view.applied_to_groups else ():
-                if m.node == view.node and m.key not in seen:
-                    seen.add(m.key)
-                    targets.append(m)
-        targets.sort(key=lambda m: m.key)
+        antrea = pol.type is not None  # an Antrea-native policy: rules ordered by priority, with actions
+        policy_targets = local_targets(pol.applied_to_groups)
         seen_rules: set[cp.NetworkPolicyRule] = set()
         for idx, rule in enumerate(pol.rules):
             # A rule's identity is its content plus its policy (spec §8.2): identical rules of one
@@ -271,6 +305,14 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
             if rule in seen_rules:
                 continue
             seen_rules.add(rule)
+            targets = policy_targets if rule.applied_to_groups is None else local_targets(rule.applied_to_groups)
+            if antrea and not targets:
+                continue  # an Antrea-native rule applied to no Pod of this node has no flows here
+            extra: dict[str, Any] = {}
+            if antrea:
+                extra = {"action": rule.action, "name": rule.name, "tier": pol.tier,
+                         "priority": (pol.tier_priority if pol.tier_priority is not None else 250,
+                                      pol.priority if pol.priority is not None else 0.0, rule.priority)}
             peer = rule.peer
             blocks = block_addresses(peer.ip_blocks)
             built: list[tuple[tuple[Address, ...], tuple[Address, ...], tuple[cp.Service, ...] | None]] = []
@@ -278,7 +320,8 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
             if rule.direction == "In":
                 from_ = clause(("peer", peer.address_groups, peer.ip_blocks),
                                lambda: peer_addresses(peer.address_groups) + blocks)
-                groups = grouped_by_services(("targets", pol.key, rule.services), rule.services, lambda: targets)
+                groups = grouped_by_services(("targets", pol.key, rule.applied_to_groups, rule.services),
+                                            rule.services, lambda: targets)
                 for k in sorted(groups):
                     svcs, pods = groups[k]
                     to = clause(("ofports", tuple(p.key for p in pods)),
@@ -305,7 +348,7 @@ def compute_rules(view: NodePolicyView, interfaces: Mapping[str, PodInterface],
                     group_keys.append(k)
             for n, (from_addrs, to_addrs, svcs) in enumerate(built):
                 key = (pol.uid, pol.key, rule, group_keys[n])
-                out.append(OFRule(alloc.get(key), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx))
+                out.append(OFRule(alloc.get(key), rule.direction, from_addrs, to_addrs, svcs, pol.key, idx, **extra))
     alloc.end(only)
     return out
 

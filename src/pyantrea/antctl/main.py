@@ -84,7 +84,8 @@ def h_ovsflows(b: Backend, a: argparse.Namespace) -> str:
     if a.table_names_only:
         from pyantrea.agent.openflow.tables import pipeline_for
 
-        pipe = pipeline_for(b.cluster.config.gate("AntreaProxy"))  # type: ignore[attr-defined]
+        cfg = b.cluster.config  # type: ignore[attr-defined]
+        pipe = pipeline_for(cfg.gate("AntreaProxy"), cfg.gate("AntreaPolicy"))
         return "".join(f"{t.id} {t.name}\n" for t in pipe.tables)
     if a.groups is not None:  # AntreaProxy's select groups instead of flows
         if a.table is not None:
@@ -100,7 +101,7 @@ def h_ovsflows(b: Backend, a: argparse.Namespace) -> str:
     policy = None
     if a.networkpolicy:
         pns, _, pname = a.networkpolicy.rpartition("/")
-        policy = f"{pns or a.namespace or 'default'}/{pname}"
+        policy = policy_key(a.type, pns or a.namespace or "default", pname)
     if a.node:
         node = b.pick_node(a.node)
     elif pod is not None:
@@ -164,9 +165,20 @@ def sort_by(objs: list[Any], path: str | None, default: str) -> list[Any]:
         raise InvalidArgument(f"--sort-by {path}: the values of that field cannot be compared") from None
 
 
+def policy_key(type_: str | None, ns: str, name: str) -> str:
+    """The key of the policy antctl's --type names (K8sNP: ns/name, ACNP: ACNP:name, ANP: ANP:ns/name)."""
+    from pyantrea.apis.controlplane import policy_key as key
+
+    return key({"ACNP": "AntreaClusterNetworkPolicy", "ANP": "AntreaNetworkPolicy",
+                "ANNP": "AntreaNetworkPolicy"}.get((type_ or "K8sNP").upper()), ns, name)
+
+
 def h_networkpolicy(b: Backend, a: argparse.Namespace) -> str:
     pod = _pod_arg(a)
     pols = b.networkpolicies(a.node, a.name, None if pod else a.namespace)
+    if a.type:  # K8sNP | ACNP | ANP
+        want = "ANP" if a.type.upper() == "ANNP" else a.type.upper()
+        pols = [p for p in pols if p.short_type.upper() == want.upper()]
     if pod is not None:  # the policies applied to the Pod: their AppliedToGroups hold it
         key = f"{pod[0]}/{pod[1]}"
         b.cluster.pod(*pod)  # type: ignore[attr-defined]  # NotFound for an unknown Pod
@@ -175,8 +187,24 @@ def h_networkpolicy(b: Backend, a: argparse.Namespace) -> str:
     pols = sort_by(pols, a.sort_by, ".sourceRef.name")
     if a.output in ("json", "yaml"):
         return output.dump([to_dict(p) for p in pols], a.output)
+    if any(p.type is not None for p in pols):  # Antrea-native policies: their type, tier and priority too
+        rows = [[p.namespace, p.name, p.short_type, p.tier or "", "" if p.priority is None else f"{p.priority:g}",
+                 "" if p.tier_priority is None else str(p.tier_priority),
+                 output.list_cell(list(p.applied_to_groups)), str(len(p.rules))] for p in pols]
+        return output.table(["NAMESPACE", "NAME", "TYPE", "TIER", "PRIORITY", "TIER-PRIORITY", "APPLIED-TO", "RULES"],
+                            rows, sort=a.sort_by is None)
     rows = [[p.namespace, p.name, output.list_cell(list(p.applied_to_groups)), str(len(p.rules))] for p in pols]
     return output.table(["NAMESPACE", "NAME", "APPLIED-TO", "RULES"], rows, sort=a.sort_by is None)
+
+
+def h_tier(b: Backend, a: argparse.Namespace) -> str:
+    """Antrea's Tiers: the built-in ones and the cluster's, by priority."""
+    tiers = b.tiers(a.name)
+    if a.output in ("json", "yaml"):
+        return output.dump([{"name": t.name, "priority": t.priority, "description": t.description,
+                             "builtin": t.builtin} for t in tiers], a.output)
+    rows = [[t.name, str(t.priority), "yes" if t.builtin else "no"] for t in tiers]
+    return output.table(["NAME", "PRIORITY", "BUILT-IN"], rows, sort=False)
 
 
 def h_appliedtogroup(b: Backend, a: argparse.Namespace) -> str:
@@ -417,6 +445,8 @@ SORT_BY = Arg(("--sort-by",), dict(nargs="?", const="", metavar="JSONPATH",
                                    help="sort by a field of the JSON form, e.g. .metadata.name, .sourceRef.name "
                                         "(no value: the default field)"))
 TABLE_JSON_YAML = _fmt(("table", "json", "yaml"), "table")
+POLICY_TYPE = Arg(("--type",), dict(choices=("K8sNP", "ACNP", "ANP", "ANNP"), type=str,
+                                    help="the policy's type (K8sNP default; ACNP, ANP/ANNP: Antrea-native)"))
 
 COMMANDS: tuple[Command, ...] = (
     Command(("version",), "print antctl's version, and the controller's (the agent's with --node) when a lab runs",
@@ -430,14 +460,17 @@ COMMANDS: tuple[Command, ...] = (
             (NODE, POD, NAMESPACE,
              Arg(("-N", "--networkpolicy"), dict(metavar="POLICY", help="a NetworkPolicy (POLICY with -n, or NS/POLICY): "
                                                                          "the flows of its conj_ids on the node")),
+             POLICY_TYPE,
              Arg(("-T", "--table"), dict(help="comma-separated table names or numbers, e.g. 50,60 or SpoofGuard")),
              Arg(("--table-names-only",), dict(action="store_true", help="list the pipeline's tables, nothing else")),
              Arg(("-G", "--groups"), dict(metavar="IDS", help="dump OVS groups instead: comma-separated "
                                                                "group ids, or 'all' (AntreaProxy's select groups)")),
              _fmt(("table", "ofctl", "json", "yaml"), "table")), aliases=("of",)),
     Command(("get", "networkpolicy"), "internal NetworkPolicies (of a node with --node, applied to a Pod with -p)",
-            h_networkpolicy, (NAME, NAMESPACE, POD, NODE, SORT_BY, TABLE_JSON_YAML),
+            h_networkpolicy, (NAME, NAMESPACE, POD, NODE, POLICY_TYPE, SORT_BY, TABLE_JSON_YAML),
             aliases=("netpol", "networkpolicies")),
+    Command(("get", "tier"), "Antrea-native policy Tiers (built-in and the cluster's), by priority", h_tier,
+            (NAME, TABLE_JSON_YAML), aliases=("tiers",)),
     Command(("get", "appliedtogroup"), "AppliedToGroups (a node's Pods only, with --node)", h_appliedtogroup,
             (NAME, NODE, SORT_BY, TABLE_JSON_YAML), aliases=("atg", "appliedtogroups")),
     Command(("get", "addressgroup"), "AddressGroups", h_addressgroup,

@@ -64,9 +64,11 @@ class NetworkPolicyPeer:
 
 @dataclass(frozen=True)
 class Service:
-    protocol: str = "TCP"
+    protocol: str = "TCP"  # TCP | UDP | SCTP, or ICMP (Antrea-native policies' protocols)
     port: int | str | None = None  # int, a named port, or None for all ports
     end_port: int | None = None
+    icmp_type: int | None = None  # ICMP only; None: any
+    icmp_code: int | None = None
 
     @property
     def named(self) -> bool:
@@ -79,8 +81,10 @@ class NetworkPolicyRule:
     from_: NetworkPolicyPeer | None = None
     to: NetworkPolicyPeer | None = None
     services: tuple[Service, ...] | None = None  # None: every port (no service clause)
-    priority: int = -1
-    action: str = "Allow"
+    priority: int = -1  # Antrea-native: the rule's index among its policy's rules of its direction
+    action: str = "Allow"  # Allow | Drop | Reject | Pass (Antrea-native policies)
+    name: str | None = None  # Antrea-native: the rule's name
+    applied_to_groups: tuple[str, ...] | None = None  # Antrea-native appliedTo per rule (None: the policy's)
 
     @property
     def peer(self) -> NetworkPolicyPeer:
@@ -96,10 +100,37 @@ class NetworkPolicy:
     rules: tuple[NetworkPolicyRule, ...]
     applied_to_groups: tuple[str, ...]
     span: tuple[str, ...] = field(default=())
+    # Antrea-native policies (None for a Kubernetes NetworkPolicy): AntreaClusterNetworkPolicy |
+    # AntreaNetworkPolicy, the Tier (name and priority) and the policy's priority
+    type: str | None = None
+    tier: str | None = None
+    tier_priority: int | None = None
+    priority: float | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        """`ns/name` for a Kubernetes NetworkPolicy, `ACNP:name` and `ANP:ns/name` for Antrea's own (a
+        K8s NetworkPolicy and an Antrea NetworkPolicy may share namespace and name)."""
+        return policy_key(self.type, self.namespace, self.name)
+
+    @property
+    def short_type(self) -> str:
+        return {None: "K8sNP", "AntreaClusterNetworkPolicy": "ACNP", "AntreaNetworkPolicy": "ANP"}.get(self.type, "?")
+
+    @property
+    def label(self) -> str:
+        """How a person names it: `ns/name`, `ACNP name`, `ANP ns/name`."""
+        if self.type is None:
+            return f"{self.namespace}/{self.name}"
+        return f"{self.short_type} {self.name if not self.namespace else self.namespace + '/' + self.name}"
+
+
+def policy_key(type_: str | None, namespace: str, name: str) -> str:
+    if type_ == "AntreaClusterNetworkPolicy":
+        return f"ACNP:{name}"
+    if type_ == "AntreaNetworkPolicy":
+        return f"ANP:{namespace}/{name}"
+    return f"{namespace}/{name}"
 
 
 def to_dict(obj: Any) -> Any:
@@ -128,6 +159,9 @@ _CAMEL = {
     "applied_to_groups": "appliedToGroups",
     "end_port": "endPort",
     "container_port": "containerPort",
+    "icmp_type": "icmpType",
+    "icmp_code": "icmpCode",
+    "tier_priority": "tierPriority",
 }
 
 
@@ -160,11 +194,21 @@ def policy_from_dict(d: dict[str, Any]) -> NetworkPolicy:
         svcs = r.get("services")
         rules.append(NetworkPolicyRule(
             r["direction"], _peer_from(r.get("from")), _peer_from(r.get("to")),
-            None if svcs is None else tuple(Service(s.get("protocol", "TCP"), s.get("port"), s.get("endPort"))
-                                            for s in svcs),
-            r.get("priority", -1), r.get("action", "Allow")))
+            None if svcs is None else tuple(service_from_dict(s) for s in svcs),
+            r.get("priority", -1), r.get("action", "Allow"), r.get("name"),
+            None if r.get("appliedToGroups") is None else tuple(r["appliedToGroups"])))
     return NetworkPolicy(d["uid"], d["namespace"], d["name"], tuple(rules), tuple(d.get("appliedToGroups", [])),
-                         tuple(d.get("span", [])))
+                         tuple(d.get("span", [])), d.get("type"), d.get("tier"), d.get("tierPriority"),
+                         d.get("priority"))
+
+
+def service_from_dict(s: dict[str, Any]) -> Service:
+    return Service(s.get("protocol", "TCP"), s.get("port"), s.get("endPort"), s.get("icmpType"), s.get("icmpCode"))
+
+
+def policy_key_of(d: dict[str, Any]) -> str:
+    """The key of a policy in its wire form."""
+    return policy_key(d.get("type"), d["namespace"], d["name"])
 
 
 @dataclass(frozen=True)

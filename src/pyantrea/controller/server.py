@@ -46,6 +46,7 @@ import yaml
 
 from pyantrea import __version__
 from pyantrea.apis.controlplane import to_dict
+from pyantrea.controller.antreapolicy import control_plane
 from pyantrea.controller.controlplane import ControlPlane
 from pyantrea.controller.metrics import ControllerMetrics
 from pyantrea.controller.store import STATE_FILE, Gone, ObjectStore, parse_documents
@@ -277,6 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         problems = e.problems if isinstance(e, ManifestError) else [str(e)]
         log("the cluster folder is invalid:\n  " + "\n  ".join(problems))
         return 1
-    plane = ControlPlane(store)
+    plane = control_plane(store)  # with the AntreaPolicy gate, Antrea-native policies too
     return serve(build_router(store, plane), rundir,
                  f"resourceVersion {store.rv}, {len(plane.state.policies)} policies")

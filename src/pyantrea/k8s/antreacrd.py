@@ -303,7 +303,7 @@ def read_policy(ld: _Loader, c: _Ctx, doc: dict[str, Any], meta: dict[str, Any],
     ingress = _rules(ld, c, spec, "ingress", "from", cluster)
     egress = _rules(ld, c, spec, "egress", "to", cluster)
     rules = ingress + egress
-    raw_rules = [r for d in ("ingress", "egress") for r in (spec.get(d) if isinstance(spec.get(d), list) else [])]
+    raw_rules = [r for d in ("ingress", "egress") for r in (spec[d] if isinstance(spec.get(d), list) else [])]
     in_rules = sum(1 for r in raw_rules if isinstance(r, dict) and r.get("appliedTo"))
     if "appliedTo" in spec and spec.get("appliedTo") and in_rules:
         c.err("appliedTo should not be set in both spec and rules")

@@ -69,7 +69,7 @@ FIELD_ORDER = [
     "reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "reg8", "reg9",
     "in_port", "dl_src", "dl_dst",
     "arp_spa", "arp_tpa", "arp_op", "arp_sha", "arp_tha",
-    "nw_src", "nw_dst", "tp_src", "tp_dst",
+    "nw_src", "nw_dst", "tp_src", "tp_dst", "icmp_type", "icmp_code",
 ]
 _RANK = {f: i for i, f in enumerate(FIELD_ORDER)}
 PROTOCOLS = ("ip", "arp", "tcp", "udp", "sctp", "icmp")

@@ -44,6 +44,9 @@ from pyantrea.traceflow.model import (
 )
 
 MAX_STEPS = 16
+# Tables whose conj_id action flows can be an Antrea-native rule's (Baseline rules sit in the default
+# rule tables, under the isolation drops)
+ANTREA_RULE_TABLES = (T.ANP_EGRESS_RULE, T.ANP_INGRESS_RULE, T.EGRESS_DEFAULT, T.INGRESS_DEFAULT)
 MAX_DP_HASH = 64  # the datapath hashes tried to reach every bucket of a Service's group
 HAIRPIN_IP = "169.254.169.252"  # AntreaProxy's hairpin source (agent/openflow/service.py)
 ONLY_FORWARD = ("tcp_flags", "icmp_type", "icmp_code")
@@ -403,6 +406,15 @@ class Engine:
         pols: tuple[str, ...] = ()
         rules: tuple[str, ...] = ()
         reason = f"dropped by table {tb} ({self._tname(tb)})"
+        antrea = self.antrea_rule(p.node, last)
+        if antrea is not None:  # an Antrea-native Drop or Reject rule decided
+            r, label = antrea
+            verb = "rejects" if r.action == "Reject" else "drops"
+            answer = (": the agent answers the client with a TCP RST (TCP) or an ICMP port unreachable"
+                      if r.action == "Reject" else "")
+            return Outcome("Rejected" if r.action == "Reject" else "Dropped", node, table=tb,
+                           table_name=self._tname(tb), flow=flow, policies=(self.policy_label(r.policy),),
+                           rules=(label,), reason=f"{label} {verb} it{answer}", passed=self.passes(p))
         if tb == T.EGRESS_DEFAULT and last.priority > 0:
             src = flow_fields(last.match).get("nw_src", p.packet.src)
             iso = [r for r in self.rules(node).values() if r.direction == "Out"
@@ -433,7 +445,45 @@ class Engine:
         elif tb == T.OUTPUT:
             reason = "no output port was resolved for this destination (table 110's miss flow)"
         return Outcome("Dropped", node, table=tb, table_name=self._tname(tb), flow=flow, policies=pols,
-                       rules=rules, reason=reason)
+                       rules=rules, reason=reason, passed=self.passes(p))
+
+    # ----------------------------------------------------------------------------- Antrea-native rules
+    def antrea_rule(self, node: str, h: Any) -> tuple[Any, str] | None:
+        """(rule, label) when hop `h` is the action flow of an Antrea-native rule (of any tier)."""
+        if h.table not in ANTREA_RULE_TABLES or not h.match.startswith("conj_id="):
+            return None
+        cid = int(flow_fields(h.match)["conj_id"])
+        r = self.rules(node).get(cid)
+        if r is None or getattr(r, "priority", None) is None:
+            return None
+        return r, self.rule_label(r)
+
+    def passes(self, p: PassStep) -> tuple[str, ...]:
+        """Labels of the Pass rules a pass went through ("passed from tier X")."""
+        out = []
+        for h in p.hops:
+            got = self.antrea_rule(p.node, h)
+            if got is not None and got[0].action == "Pass":
+                out.append(got[1])
+        return tuple(out)
+
+    def allowed_by(self, steps: list[Step]) -> tuple[str, ...]:
+        """Labels of the Antrea-native Allow rules that let the packet through on its way."""
+        out = []
+        for s in steps:
+            if isinstance(s, PassStep):
+                for h in s.hops:
+                    got = self.antrea_rule(s.node, h)
+                    if got is not None and got[0].action == "Allow":
+                        out.append(got[1])
+        return tuple(out)
+
+    def policy_label(self, key: str) -> str:
+        """`ns/name` (a Kubernetes NetworkPolicy), `ACNP name`, `ANP ns/name`."""
+        try:
+            return str(self.b.policy_state().policies[key].label)
+        except (KeyError, AttributeError):
+            return key
 
     def who(self, ip: str) -> str:
         p = self.pod_of_ip(ip)
@@ -442,6 +492,9 @@ class Engine:
     def rule_label(self, r: Any) -> str:
         """`ns/name ingress rule 1 (conj_id 3)`: the K8s rule of the policy that became this OpenFlow rule."""
         direction = "ingress" if r.direction == "In" else "egress"
+        if getattr(r, "priority", None) is not None:  # Antrea-native: its name, tier, priority and action
+            return (f"{self.policy_label(r.policy)} {direction} rule {r.name or '#' + str(r.rule_index)} (tier "
+                    f"{r.tier}, priority {r.priority[1]:g}, action {r.action}, conj_id {r.conj_id})")
         label = f"{r.policy} {direction} rule"
         try:
             pol = self.b.policy_state().policies[r.policy]
@@ -539,8 +592,10 @@ class Engine:
             return ("host", node), left
         pod = self.iface_pod(node, out_name)
         if pod is not None:
+            passed = tuple(x for s in steps if isinstance(s, PassStep) for x in self.passes(s))
             out.append(Path(steps, Outcome("Delivered", node, pod=pod, port=out_name,
-                                           reason=f"delivered to Pod {pod} on port {out_name}"),
+                                           reason=f"delivered to Pod {pod} on port {out_name}", passed=passed,
+                                           allowed_by=self.allowed_by(steps)),
                             first, chosen, prob, ct, direction))
             return None
         out.append(Path(steps, Outcome("Delivered", node, port=out_name, reason=f"output to port {out_name}"),

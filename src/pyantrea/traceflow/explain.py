@@ -31,6 +31,8 @@ PURPOSE = {
     100: "drops what goes to a Pod isolated for ingress when no ingress rule allowed it",
     105: "commits new connections to conntrack",
     110: "sends the packet out of the port chosen in reg1",
+    45: "holds the egress rules of the Antrea-native policies of every tier, ordered by priority",
+    85: "holds the ingress rules of the Antrea-native policies of every tier, ordered by priority",
 }
 
 
@@ -222,6 +224,10 @@ class Explainer:
                      "table 105, skipping the policy tables: they apply when it comes back DNATed.")
             else:
                 s = f"{pkt.dst} is not a Service address: on to the egress rules."
+        elif t in (T.ANP_EGRESS_RULE, T.ANP_INGRESS_RULE):
+            s = self._antrea_table(step, h, f, "egress" if t == T.ANP_EGRESS_RULE else "ingress", pkt)
+        elif t in (T.EGRESS_DEFAULT, T.INGRESS_DEFAULT) and "conj_id" in f:  # a Baseline tier rule
+            s = self._antrea_table(step, h, f, "egress" if t == T.EGRESS_DEFAULT else "ingress", pkt)
         elif t == T.EGRESS_RULE:
             s = self._rule_table(step, h, f, "egress", pkt)
         elif t == T.EGRESS_DEFAULT:
@@ -375,6 +381,42 @@ class Explainer:
         pols = sorted({r.policy for r in rules})
         return f" by {', '.join(pols)} [{'; '.join(self.e.rule_label(r) for r in rules)}]"
 
+    def _antrea_table(self, step: PassStep, h: Any, f: dict[str, str], direction: str, pkt: Any) -> str:
+        """A hop of the Antrea-native tables (45, 85) or a Baseline rule (60, 100)."""
+        nxt = "l3Forwarding" if direction == "egress" else "ConntrackCommit"
+        if "conj_id" not in f:
+            if h.priority == 0:
+                k8s = "EgressRule" if direction == "egress" else "IngressRule"
+                return (f"No Antrea-native {direction} rule of any tier matches: on to {k8s}, the Kubernetes "
+                        "NetworkPolicies.")
+            if "nw_src" in f:
+                return (f"The source is this node's gateway IP {f['nw_src']} (kubelet probes, host traffic): "
+                        "Antrea-native ingress rules are skipped.")
+            return (f"An established connection: its first packet was checked, so the Antrea-native {direction} "
+                    "rules are skipped.")
+        cid = int(f["conj_id"])
+        got = self.e.antrea_rule(step.node, h)
+        label = got[1] if got is not None else f"conjunction {cid}"
+        action = got[0].action if got is not None else "?"
+        port = f"{pkt.protocol.upper()}/{pkt.dport}" if pkt.dport is not None else pkt.protocol.upper()
+        what = (f"{pkt.src} -> {pkt.dst} {port}" if pkt is not None else "the packet")
+        head = (f"The packet ({what}) completes conjunction {cid} at OpenFlow priority {h.priority}, the highest "
+                f"priority any {direction} rule matching it has: {label}.")
+        reg = "reg5" if direction == "egress" else "reg6"
+        if action == "Allow":
+            return f"{head} Allow: {reg}={cid} records the rule; on to {nxt}, past the remaining policy tables."
+        if action == "Drop":
+            return f"{head} Drop: dropped."
+        if action == "Reject":
+            return (f"{head} Reject: the packet goes to the agent (packet-in), which sends the client a TCP RST "
+                    "(TCP) or an ICMP port unreachable (other protocols) in its place.")
+        if action == "Pass":
+            tier = got[0].tier if got is not None else "?"
+            k8s = "EgressRule" if direction == "egress" else "IngressRule"
+            return (f"{head} Pass: the remaining Antrea-native tiers are skipped (passed from tier {tier}); on to "
+                    f"{k8s}: Kubernetes NetworkPolicies, then the Baseline tier, decide.")
+        return head
+
     def _rule_table(self, step: PassStep, h: Any, f: dict[str, str], direction: str, pkt: Any = None) -> str:
         pkt = pkt if pkt is not None else step.packet
         nxt = "l3Forwarding" if direction == "egress" else "ConntrackCommit"
@@ -524,7 +566,11 @@ class Explainer:
                     lines.append(f"     {x}")
         lines.append("")
         lines.append(f"=> {o.action}" + (f": Pod {o.pod}" if o.pod else "") + f" ({o.node})")
-        if o.action == "Dropped":
+        for r in o.allowed_by:
+            lines.append(f"   allowed by: {r}")
+        for r in o.passed:
+            lines.append(f"   passed by: {r}")
+        if o.action in ("Dropped", "Rejected"):
             if o.table is not None:
                 lines.append(f"   table {o.table} {o.table_name}" + (f": {o.flow}" if o.flow else ""))
             if o.policies:

@@ -155,7 +155,7 @@ class HostStep:
 
 
 Step = PassStep | HostStep
-Action = Literal["Delivered", "Dropped", "ForwardedOutOfOverlay"]
+Action = Literal["Delivered", "Dropped", "Rejected", "ForwardedOutOfOverlay"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,10 @@ class Outcome:
     policies: tuple[str, ...] = ()  # policies that isolate (drop in 60/100)
     rules: tuple[str, ...] = ()  # the policy rules that decided (labels)
     reason: str = ""  # one sentence
+    # Antrea-native policies: the rules that passed the packet on (a Pass rule: "passed from tier X")
+    # and the Antrea-native rule that allowed it, when one did (labels)
+    passed: tuple[str, ...] = ()
+    allowed_by: tuple[str, ...] = ()
 
 
 @dataclass

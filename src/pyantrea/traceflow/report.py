@@ -14,8 +14,18 @@ from pyantrea.agent.openflow import tables as T
 from pyantrea.traceflow.engine import Engine, flow_fields, hop_flow
 from pyantrea.traceflow.model import HostStep, PassStep, Path
 
-OBS_ORDER = ("component", "componentInfo", "action", "pod", "dstMAC", "networkPolicy", "ttl", "translatedSrcIP",
-             "translatedDstIP", "tunnelDstIP")
+OBS_ORDER = ("component", "componentInfo", "action", "pod", "dstMAC", "networkPolicy", "networkPolicyRule", "ttl",
+             "translatedSrcIP", "translatedDstIP", "tunnelDstIP")
+
+
+def antrea_ref(engine: Engine, key: str) -> str:
+    """Antrea Traceflow's name of an Antrea-native policy: `AntreaClusterNetworkPolicy:name`,
+    `AntreaNetworkPolicy:ns/name`."""
+    try:
+        pol = engine.b.policy_state().policies[key]
+    except (KeyError, AttributeError):
+        return key
+    return f"{pol.type}:{pol.name if not pol.namespace else pol.namespace + '/' + pol.name}"
 
 
 def _obs(**kw: Any) -> dict[str, Any]:
@@ -37,7 +47,7 @@ def pass_observations(engine: Engine, path: Path, i: int) -> list[dict[str, Any]
     obs: list[dict[str, Any]] = []
     hops = step.hops
     last_step = i == len(path.steps) - 1
-    dropped_here = last_step and path.outcome.action == "Dropped"
+    dropped_here = last_step and path.outcome.action in ("Dropped", "Rejected")
     if step.entry == "pod":
         if not (dropped_here and path.outcome.table == T.SPOOF_GUARD):
             obs.append(_obs(component="SpoofGuard", action="Forwarded"))
@@ -48,7 +58,15 @@ def pass_observations(engine: Engine, path: Path, i: int) -> list[dict[str, Any]
         p = engine.pod_of_ip(ip)
         obs.append(_obs(component="LB", action="Forwarded", pod=p.key if p else None, translatedDstIP=ip))
     rules = engine.rules(step.node)
-    for h in hops:
+    for n, h in enumerate(hops):
+        antrea = engine.antrea_rule(step.node, h)
+        if antrea is not None:
+            r = antrea[0]
+            if dropped_here and n == len(hops) - 1 and r.action in ("Drop", "Reject"):
+                continue  # the drop observation below names it
+            obs.append(_obs(component="NetworkPolicy", componentInfo=engine._tname(h.table), action="Forwarded",
+                            networkPolicy=antrea_ref(engine, r.policy), networkPolicyRule=r.name))
+            continue
         if h.table in (T.EGRESS_RULE, T.INGRESS_RULE) and _is_conj(h):
             cid = conj_id(h)
             r = rules.get(cid) if cid is not None else None
@@ -61,8 +79,14 @@ def pass_observations(engine: Engine, path: Path, i: int) -> list[dict[str, Any]
         comp = "Forwarding"
         if tb == T.SPOOF_GUARD:
             comp = "SpoofGuard"
-        elif tb in (T.EGRESS_RULE, T.EGRESS_DEFAULT, T.INGRESS_RULE, T.INGRESS_DEFAULT):
+        elif tb in (T.EGRESS_RULE, T.EGRESS_DEFAULT, T.INGRESS_RULE, T.INGRESS_DEFAULT, T.ANP_EGRESS_RULE,
+                    T.ANP_INGRESS_RULE):
             comp = "NetworkPolicy"
+        last = engine.antrea_rule(step.node, hops[-1]) if hops else None
+        if last is not None and last[0].action in ("Drop", "Reject"):
+            obs.append(_obs(component=comp, componentInfo=o.table_name or "", action=o.action,
+                            networkPolicy=antrea_ref(engine, last[0].policy), networkPolicyRule=last[0].name))
+            return obs
         obs.append(_obs(component=comp, componentInfo=o.table_name or "", action="Dropped",
                         networkPolicy=",".join(o.policies)))
         return obs
@@ -212,6 +236,10 @@ def verdict(path: Path) -> dict[str, Any]:
         v["networkPolicies"] = list(o.policies)
     if o.rules:
         v["rules"] = list(o.rules)
+    if o.allowed_by:
+        v["allowedBy"] = list(o.allowed_by)
+    if o.passed:
+        v["passedBy"] = list(o.passed)
     v["reason"] = o.reason
     return v
 

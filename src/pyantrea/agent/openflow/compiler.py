@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pyantrea.agent.networkpolicy import ConjIDAllocator, OFRule, compute_rules
 from pyantrea.agent.openflow.pipeline import FlowBuilder, PeerNode, PipelineConfig
 from pyantrea.agent.openflow.policy import policy_flows
+from pyantrea.agent.openflow.priority import with_priorities
 from pyantrea.agent.openflow.service import node_service_state
 from pyantrea.agent.proxy.model import GroupIDs, ServicePortEntry
 from pyantrea.apis.k8s import NodeNetwork
@@ -46,6 +47,8 @@ def compile_node(net: NodeNetwork, peers: list[PeerNode], view: NodePolicyView,
         flows += shared
     ifaces = {i.pod_key: i for i in net.interfaces}
     rules = compute_rules(view, ifaces, ConjIDAllocator())
+    if any(r.priority is not None for r in rules):  # Antrea-native rules: their OpenFlow priorities
+        rules = with_priorities(rules)
     flows += policy_flows(rules, cfg.round_num)
     return NodeFlows(net.name, tuple(sort_flows(flows)), tuple(rules), tuple(groups),
                      tuple(sorted(entries, key=lambda e: ids.ids[e.key])), tuple(sorted(ids.ids.items())))

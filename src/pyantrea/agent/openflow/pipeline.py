@@ -38,6 +38,9 @@ CT_ZONE = 0xFFF0
 GATEWAY_CT_MARK = 0x20
 
 PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW, PRIORITY_MISS = 210, 200, 190, 0
+# The Antrea-native policy tables (AntreaPolicy gate): bypass flows above every rule (spec §16's
+# "top Antrea policy" priority); rules get priorities from agent/openflow/priority.py
+PRIORITY_TOP_ANTREA_POLICY = 64990
 
 # reg0[0..15] traffic source marks
 MARK_TUNNEL, MARK_GATEWAY, MARK_POD = 0, 1, 2
@@ -67,6 +70,7 @@ class PipelineConfig:
     round_num: int = 1
     proxy: bool = False  # the AntreaProxy gate: Services in OVS (agent/openflow/service.py)
     proxy_all: bool = False  # antreaProxy.proxyAll: NodePorts too
+    antrea_policy: bool = False  # the AntreaPolicy gate: tables 45 and 85 for Antrea-native policies
 
 
 class FlowBuilder:
@@ -75,7 +79,7 @@ class FlowBuilder:
     def __init__(self, net: NodeNetwork, cfg: PipelineConfig, pipeline: T.Pipeline | None = None):
         self.net = net
         self.cfg = cfg
-        self.p = pipeline or T.pipeline_for(cfg.proxy)
+        self.p = pipeline or T.pipeline_for(cfg.proxy, cfg.antrea_policy)
         self.gw = Port(net.gateway_ofport, net.gateway_name)
         self.tun = Port(net.tunnel_ofport, net.tunnel_name)
         self._seq = 0
@@ -131,11 +135,19 @@ class FlowBuilder:
 
     def established_bypass_flows(self) -> list[Flow]:
         est = match(ct_state="-new+est", proto="ip")
-        return [
+        out = [
             self.flow(T.EGRESS_RULE, PRIORITY_HIGH, est, [self.goto_next(T.EGRESS_DEFAULT)], Category.DEFAULT),
             self.flow(T.INGRESS_RULE, PRIORITY_HIGH, est, [self.goto_next(T.INGRESS_DEFAULT)],
                       Category.DEFAULT),
         ]
+        if self.cfg.antrea_policy:  # connections already allowed skip the Antrea-native tables too
+            out += [
+                self.flow(T.ANP_EGRESS_RULE, PRIORITY_TOP_ANTREA_POLICY, est, [self.goto_next(T.EGRESS_DEFAULT)],
+                          Category.DEFAULT),
+                self.flow(T.ANP_INGRESS_RULE, PRIORITY_TOP_ANTREA_POLICY, est,
+                          [self.goto_next(T.INGRESS_DEFAULT)], Category.DEFAULT),
+            ]
+        return out
 
     # -------------------------------------------------------------------------------- gateway
     def gateway_flows(self) -> list[Flow]:
@@ -162,7 +174,9 @@ class FlowBuilder:
                        self.goto_next(T.L2_FORWARDING)], Category.DEFAULT),
             self.flow(T.INGRESS_RULE, PRIORITY_HIGH, match(proto="ip", nw_src=n.gateway_ip),
                       [Goto(T.CT_COMMIT)], Category.DEFAULT),
-        ]
+        ] + ([  # the host's own traffic (kubelet probes) bypasses Antrea-native ingress rules as K8s ones
+            self.flow(T.ANP_INGRESS_RULE, PRIORITY_TOP_ANTREA_POLICY, match(proto="ip", nw_src=n.gateway_ip),
+                      [Goto(T.CT_COMMIT)], Category.DEFAULT)] if self.cfg.antrea_policy else [])
 
     # -------------------------------------------------------------------------------- tunnel
     def tunnel_classifier_flow(self) -> list[Flow]:

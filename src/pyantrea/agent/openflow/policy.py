@@ -15,7 +15,7 @@ from pyantrea.agent.openflow import tables as T
 from pyantrea.agent.openflow.cookie import Category, cookie
 from pyantrea.agent.openflow.pipeline import PRIORITY_LOW, PRIORITY_NORMAL
 from pyantrea.apis import controlplane as cp
-from pyantrea.ovs.flow import Conjunction, Flow, Goto, Load, Match, ip_match, match
+from pyantrea.ovs.flow import Action, Conjunction, Controller, Flow, Goto, Load, Match, ip_match, match
 
 
 def port_range_matches(start: int, end: int) -> list[str]:
@@ -38,6 +38,8 @@ def port_range_matches(start: int, end: int) -> list[str]:
 
 def service_matches(s: cp.Service) -> list[Match]:
     proto = s.protocol.lower()
+    if proto == "icmp":  # Antrea-native policies' protocols: ICMP type and code
+        return [match(proto="icmp", icmp_type=s.icmp_type, icmp_code=s.icmp_code)]
     if s.port is None:
         return [match(proto=proto)]
     assert isinstance(s.port, int)
@@ -60,6 +62,47 @@ def _conjunction(c: tuple[int, int, int]) -> Conjunction:
 @functools.lru_cache(maxsize=4096)
 def _service_matches(s: cp.Service) -> tuple[Match, ...]:
     return tuple(service_matches(s))
+
+
+# Where a rule's flows go: its table and the priority of its match flows and of its action flow.
+_TABLES = {("k8s", "In"): T.INGRESS_RULE, ("k8s", "Out"): T.EGRESS_RULE,
+           ("antrea", "In"): T.ANP_INGRESS_RULE, ("antrea", "Out"): T.ANP_EGRESS_RULE,
+           ("baseline", "In"): T.INGRESS_DEFAULT, ("baseline", "Out"): T.EGRESS_DEFAULT}
+REJECT_MAX_LEN = 128  # the headers reject_reply needs (agent/openflow/reject.py)
+
+
+def rule_table(r: OFRule) -> int:
+    return _TABLES[(r.family, r.direction)]
+
+
+def rule_priorities(r: OFRule) -> tuple[int, int]:
+    """(match flows' priority, action flow's priority): 200/190 for Kubernetes NetworkPolicy rules, the
+    rule's own OpenFlow priority for both otherwise."""
+    if r.priority is None:
+        return PRIORITY_NORMAL, PRIORITY_LOW
+    assert r.of_priority is not None, f"rule {r.conj_id} of {r.policy} has no OpenFlow priority"
+    return r.of_priority, r.of_priority
+
+
+def action_flow(r: OFRule, round_num: int, p: T.Pipeline) -> Flow:
+    """The conjunction action flow: the rule's id into reg5 (egress) / reg6 (ingress), then its action.
+    Allow: on to L3Forwarding (egress) / ConntrackCommit (ingress), past the remaining policy tables;
+    Drop: nothing more; Reject: to the agent, which answers the client (packet-in); Pass: to the
+    Kubernetes NetworkPolicy table of the direction (the remaining Antrea-native tiers are skipped)."""
+    ingress = r.direction == "In"
+    reg = "NXM_NX_REG6" if ingress else "NXM_NX_REG5"
+    after_default = p.next(T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT)
+    acts: tuple[Action, ...]
+    if r.action == "Pass":
+        acts = (Goto(T.INGRESS_RULE if ingress else T.EGRESS_RULE),)
+    elif r.action == "Drop":
+        acts = (Load(r.conj_id, reg),)
+    elif r.action == "Reject":
+        acts = (Load(r.conj_id, reg), Controller(max_len=REJECT_MAX_LEN))
+    else:
+        acts = (Load(r.conj_id, reg), Goto(after_default))
+    return Flow(rule_table(r), rule_priorities(r)[1], match(conj_id=r.conj_id, proto="ip"), acts,
+                cookie(round_num, Category.POLICY))
 
 
 class PolicyFlows:
@@ -89,22 +132,20 @@ class PolicyFlows:
 
     def add_rule(self, r: OFRule) -> None:
         ingress = r.direction == "In"
-        table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+        table = rule_table(r)
+        prio = rule_priorities(r)[0]
         n = 2 + (1 if r.services is not None else 0)
         to_field = "nw_src" if ingress else "nw_dst"
-        reg = "NXM_NX_REG6" if ingress else "NXM_NX_REG5"
-        next_table = self.p.next(T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT)
-        self._actions.append(Flow(table, PRIORITY_LOW, match(conj_id=r.conj_id, proto="ip"),
-                                  (Load(r.conj_id, reg), Goto(next_table)), cookie(self.round, Category.POLICY)))
+        self._actions.append(action_flow(r, self.round, self.p))
         for clause, fld, addrs in ((1, "nw_src", r.from_), (2, to_field, r.to)):
             if addrs:
                 self._lists[id(addrs)] = addrs
-                self._entry(("addrs", table, fld, id(addrs))).append((r.conj_id, clause, n))
+                self._entry(("addrs", table, prio, fld, id(addrs))).append((r.conj_id, clause, n))
         for svc in r.services or ():
             for m in _service_matches(svc):
-                self._entry(("match", table, m)).append((r.conj_id, 3, n))
-        # default drop flows: egress From addresses, ingress To addresses
-        daddrs = r.to if ingress else r.from_
+                self._entry(("match", table, prio, m)).append((r.conj_id, 3, n))
+        # default drop flows (Kubernetes NetworkPolicy rules only): egress From addresses, ingress To addresses
+        daddrs = (r.to if ingress else r.from_) if r.priority is None else ()
         if daddrs:
             self._lists[id(daddrs)] = daddrs
             self._drops.setdefault((T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT,
@@ -119,24 +160,24 @@ class PolicyFlows:
         # (table, field, Address) or (table, "", Match) -> the conjunction lists that name it, in creation
         # order. Lists are appended by reference (one append per address of a clause list; a clause list
         # is shared by many rules), and merged once per flow.
-        per_match: dict[tuple[object, object, object], list[list[tuple[int, int, int]]]] = {}
+        per_match: dict[tuple[object, object, object, object], list[list[tuple[int, int, int]]]] = {}
         get = per_match.get
         for key, conjs in self._entries.items():
             if key[0] == "addrs":
-                _, table, fld, lid = key
+                _, table, prio, fld, lid = key
                 for a in self._lists[lid]:  # type: ignore[index]
-                    k = (table, fld, a)
+                    k = (table, prio, fld, a)
                     got = get(k)
                     if got is None:
                         per_match[k] = [conjs]
                     else:
                         got.append(conjs)
             else:
-                per_match.setdefault((key[1], "", key[2]), []).append(conjs)
-        for i, ((table, fld, v), lists) in enumerate(per_match.items()):
+                per_match.setdefault((key[1], key[2], "", key[3]), []).append(conjs)
+        for i, ((table, prio, fld, v), lists) in enumerate(per_match.items()):
             m = v if isinstance(v, Match) else address_match(v, fld)  # type: ignore[arg-type]
             merged = lists[0] if len(lists) == 1 else [c for lst in lists for c in lst]
-            out.append(Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(set(merged)))),  # type: ignore[arg-type]
+            out.append(Flow(table, prio, m, tuple(map(_conjunction, sorted(set(merged)))),  # type: ignore[arg-type]
                             pol, 0, base + i))
         base += len(per_match)
         default = cookie(self.round, Category.DEFAULT)
@@ -149,15 +190,15 @@ class PolicyFlows:
         return out
 
 
-def policy_flows(rules: list[OFRule], round_num: int = 1) -> list[Flow]:
-    pf = PolicyFlows(round_num)
+def policy_flows(rules: list[OFRule], round_num: int = 1, pipeline: T.Pipeline = T.ARTICLE) -> list[Flow]:
+    pf = PolicyFlows(round_num, pipeline)
     for r in rules:
         pf.add_rule(r)
     return pf.flows()
 
 
 ConjKey = tuple[int, int, int]  # conj_id, clause, n_clauses
-MatchKey = tuple[int, str, object]  # table, direction field ("" for a service match), Address | Match
+MatchKey = tuple[int, int, str, object]  # table, priority, direction field ("" for a service match), Address | Match
 
 
 class PolicyFlowIndex:
@@ -179,30 +220,28 @@ class PolicyFlowIndex:
 
     # ------------------------------------------------------------------ contributions of one rule
     def _action(self, r: OFRule) -> Flow:
-        ingress = r.direction == "In"
-        table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
-        reg = "NXM_NX_REG6" if ingress else "NXM_NX_REG5"
-        next_table = self.p.next(T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT)
-        return Flow(table, PRIORITY_LOW, match(conj_id=r.conj_id, proto="ip"),
-                    (Load(r.conj_id, reg), Goto(next_table)), cookie(self.round, Category.POLICY))
+        return action_flow(r, self.round, self.p)
 
     @staticmethod
     def _conj_contrib(r: OFRule) -> set[tuple[MatchKey, ConjKey]]:
         ingress = r.direction == "In"
-        table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+        table = rule_table(r)
+        prio = rule_priorities(r)[0]
         n = 2 + (1 if r.services is not None else 0)
         to_field = "nw_src" if ingress else "nw_dst"
         out: set[tuple[MatchKey, ConjKey]] = set()
         for clause, fld, addrs in ((1, "nw_src", r.from_), (2, to_field, r.to)):
             c = (r.conj_id, clause, n)
-            out.update(((table, fld, a), c) for a in addrs)
+            out.update(((table, prio, fld, a), c) for a in addrs)
         for svc in r.services or ():
             for m in _service_matches(svc):
-                out.add(((table, "", m), (r.conj_id, 3, n)))
+                out.add(((table, prio, "", m), (r.conj_id, 3, n)))
         return out
 
     @staticmethod
     def _drop_contrib(r: OFRule) -> set[tuple[int, Match]]:
+        if r.priority is not None:  # Antrea-native rules do not isolate
+            return set()
         ingress = r.direction == "In"
         table = T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT
         fld = "" if ingress else "nw_src"
@@ -213,9 +252,9 @@ class PolicyFlowIndex:
         conjs = self.conjs.get(key)
         if not conjs:
             return None
-        table, fld, v = key
+        table, prio, fld, v = key
         m = v if isinstance(v, Match) else address_match(v, fld)  # type: ignore[arg-type]
-        return Flow(table, PRIORITY_NORMAL, m, tuple(map(_conjunction, sorted(conjs))),  # type: ignore[arg-type]
+        return Flow(table, prio, m, tuple(map(_conjunction, sorted(conjs))),  # type: ignore[arg-type]
                     cookie(self.round, Category.POLICY))
 
     def _drop_flow(self, key: tuple[int, Match]) -> Flow:
@@ -238,7 +277,8 @@ class PolicyFlowIndex:
         rest_new: list[OFRule] = []
         for r in added:
             o = by_id.pop(r.conj_id, None)
-            if o is not None and o.direction == r.direction and o.services == r.services:
+            if o is not None and o.direction == r.direction and o.services == r.services \
+                    and o.of_priority == r.of_priority and o.family == r.family:
                 same.append((o, r))
             else:
                 rest_new.append(r)
@@ -252,7 +292,8 @@ class PolicyFlowIndex:
         new_d: Counter[tuple[int, Match]] = Counter(d for r in rest_new for d in self._drop_contrib(r))
         for o, r in same:
             ingress = r.direction == "In"
-            table = T.INGRESS_RULE if ingress else T.EGRESS_RULE
+            table = rule_table(r)
+            prio = rule_priorities(r)[0]
             n = 2 + (1 if r.services is not None else 0)
             for clause, fld, a, b in ((1, "nw_src", o.from_, r.from_),
                                       (2, "nw_src" if ingress else "nw_dst", o.to, r.to)):
@@ -264,9 +305,9 @@ class PolicyFlowIndex:
                     diffs[dk] = (sa - sb, sb - sa)
                 lost, won = diffs[dk]
                 c = (r.conj_id, clause, n)
-                old_c.update(((table, fld, x), c) for x in lost)
-                new_c.update(((table, fld, x), c) for x in won)
-                if clause == (2 if ingress else 1):  # the clause whose addresses get default drops
+                old_c.update(((table, prio, fld, x), c) for x in lost)
+                new_c.update(((table, prio, fld, x), c) for x in won)
+                if clause == (2 if ingress else 1) and r.priority is None:  # the clause whose addresses get default drops
                     dtable = T.INGRESS_DEFAULT if ingress else T.EGRESS_DEFAULT
                     dfld = "" if ingress else "nw_src"
                     old_d.update((dtable, address_match(x, dfld)) for x in lost)
@@ -283,8 +324,8 @@ class PolicyFlowIndex:
         for key in touched:
             f = self._match_flow(key)
             if f is None:
-                deletes.append(Flow(key[0], PRIORITY_NORMAL, key[2] if isinstance(key[2], Match)
-                                    else address_match(key[2], key[1]), ()))  # type: ignore[arg-type]
+                deletes.append(Flow(key[0], key[1], key[3] if isinstance(key[3], Match)
+                                    else address_match(key[3], key[2]), ()))  # type: ignore[arg-type]
                 self.conjs.pop(key, None)
             else:
                 upserts.append(f)
@@ -305,7 +346,10 @@ class PolicyFlowIndex:
                 deletes.append(f)
         for r in added:
             f = self._action(r)
-            if self.actions.get(r.conj_id) != f:
+            old = self.actions.get(r.conj_id)
+            if old != f:
+                if old is not None and old.key != f.key:  # moved to another priority: the old one goes
+                    deletes.append(old)
                 self.actions[r.conj_id] = f
                 upserts.append(f)
         return upserts, deletes

@@ -61,7 +61,20 @@ _ARTICLE_PROXY = (
 # Names antctl accepts for tables that exist in other configurations (spec §12.3), for -T errors.
 OTHER_TABLE_NAMES = {
     5: "Uplink", 29: "ServiceHairpin", 41: "ServiceLB", 42: "EndpointDNAT", 106: "HairpinSNATTable",
+    45: "AntreaPolicyEgressRule", 85: "AntreaPolicyIngressRule",
 }
+
+# The AntreaPolicy gate adds one table before each direction's Kubernetes NetworkPolicy rule table
+# (Antrea 2.x's design, docs/decisions.md): every Antrea-native tier's rules, ordered by OpenFlow
+# priority; Baseline tier rules go to EgressDefaultRule / IngressDefaultRule, below the isolation drops.
+ANTREA_POLICY_TABLES = (
+    Table(45, "AntreaPolicyEgressRule", "next"),
+    Table(85, "AntreaPolicyIngressRule", "next"),
+)
+
+
+def _with_antrea_policy(tables: tuple[Table, ...]) -> tuple[Table, ...]:
+    return tuple(sorted(tables + ANTREA_POLICY_TABLES, key=lambda t: t.id))
 
 
 class Pipeline:
@@ -92,10 +105,15 @@ class Pipeline:
 
 ARTICLE = Pipeline()
 ARTICLE_PROXY = Pipeline(_ARTICLE_PROXY)
+ARTICLE_ANP = Pipeline(_with_antrea_policy(_ARTICLE))
+ARTICLE_PROXY_ANP = Pipeline(_with_antrea_policy(_ARTICLE_PROXY))
 
 
-def pipeline_for(proxy: bool) -> Pipeline:
-    """The node's tables: the article's, or with the AntreaProxy gate on, the proxy profile's."""
+def pipeline_for(proxy: bool, antrea_policy: bool = False) -> Pipeline:
+    """The node's tables: the article's, or with the AntreaProxy gate on, the proxy profile's; with
+    the AntreaPolicy gate, also the Antrea-native policy tables."""
+    if antrea_policy:
+        return ARTICLE_PROXY_ANP if proxy else ARTICLE_ANP
     return ARTICLE_PROXY if proxy else ARTICLE
 
 
@@ -111,3 +129,5 @@ EGRESS_RULE, EGRESS_DEFAULT, L3_FORWARDING, L2_FORWARDING = 50, 60, 70, 80
 INGRESS_RULE, INGRESS_DEFAULT, CT_COMMIT, OUTPUT = 90, 100, 105, 110
 # AntreaProxy (gate on)
 SERVICE_HAIRPIN, SESSION_AFFINITY, SERVICE_LB, ENDPOINT_DNAT, HAIRPIN_SNAT = 29, 40, 41, 42, 106
+# AntreaPolicy (gate on)
+ANP_EGRESS_RULE, ANP_INGRESS_RULE = 45, 85

@@ -33,6 +33,7 @@ class Backend(Protocol):
     def node_names(self) -> list[str]: ...
     def ovsgroups(self, node: str, ids: list[int] | None) -> list[dict[str, Any]]: ...
     def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]: ...
+    def tiers(self, name: str | None = None) -> list[Any]: ...
     def appliedtogroups(self, node: str | None, name: str | None) -> list[cp.AppliedToGroup]: ...
     def addressgroups(self, node: str | None, name: str | None) -> list[cp.AddressGroup]: ...
     def podinterfaces(self, node: str | None, name: str | None, ns: str | None) -> list[dict[str, Any]]: ...
@@ -146,7 +147,7 @@ class ClusterQueries:
         ingress: list[dict[str, Any]] = []
         egress: list[dict[str, Any]] = []
         for _, pol in sorted(st.policies.items()):
-            ref = {"type": "K8sNP", "namespace": pol.namespace, "name": pol.name, "uid": pol.uid}
+            ref = {"type": pol.short_type, "namespace": pol.namespace, "name": pol.name, "uid": pol.uid}
             if atgs & set(pol.applied_to_groups):
                 applied.append({**ref, "rules": [rule_summary(i, r) for i, r in enumerate(pol.rules)]})
             for i, r in enumerate(pol.rules):
@@ -165,7 +166,15 @@ class ClusterQueries:
         return node
 
     def resolve_table(self, spec: str) -> int:
-        return T.pipeline_for(self.cluster.config.gate("AntreaProxy")).resolve(spec)
+        cfg = self.cluster.config
+        return T.pipeline_for(cfg.gate("AntreaProxy"), cfg.gate("AntreaPolicy")).resolve(spec)
+
+    def tiers(self, name: str | None = None) -> list[Any]:
+        """The Tiers: Antrea's built-in ones and the cluster's own, by priority."""
+        from pyantrea.apis.crd import BUILTIN_TIER_OBJECTS
+
+        tiers = sorted(BUILTIN_TIER_OBJECTS + tuple(self.cluster.tiers), key=lambda t: (t.priority, t.name))
+        return _filter_name(tiers, name, "tier")
 
     def networkpolicies(self, node: str | None, name: str | None, ns: str | None) -> list[cp.NetworkPolicy]:
         st = self.policy_state()

@@ -146,6 +146,11 @@ class OfflineBackend(ClusterQueries):
         """Start several nodes' sandboxes at once (each is its own ovsdb-server + ovs-vswitchd)."""
         from concurrent.futures import ThreadPoolExecutor
 
+        # What a sandbox's start imports is imported here, in this thread: the Python `ovs` package
+        # imports eventlet (greenlet), and a worker thread that first imports greenlet never finishes
+        # exiting, so the pool's shutdown would wait for it forever.
+        import pyantrea.agent.bridge  # noqa: F401
+        import pyantrea.ovs.sandbox  # noqa: F401
         from pyantrea.offline import NodeSandbox
 
         todo = [n for n in nodes if n not in self._sandboxes]
