@@ -84,6 +84,7 @@ def stats(a: Agent) -> Any:
                            "rejects": a.proxier.rejects}
                           if a.proxier is not None else None),
                 "policyRejects": a.rejecter.stats() if a.rejecter is not None else None,
+                "policyPriorityMoves": a.rules.priority_moves,
                 "cniLatencies": {k: v[-200:] for k, v in a.cni.latencies.items()},
                 "cniSteps": {k: {s: v[-200:] for s, v in steps.items()} for k, steps in a.cni.steps.items()}}
 

@@ -30,6 +30,7 @@ class RuleCache:
         self.objects: dict[str, dict[str, Any]] = {"NetworkPolicy": {}, "AppliedToGroup": {}, "AddressGroup": {}}
         self.alloc = ConjIDAllocator()
         self.prios = RulePriorities()  # Antrea-native rules' OpenFlow priorities
+        self.priority_moves = 0  # rules moved to another OpenFlow priority to make room (stats)
         self.rules: dict[str, list[OFRule]] = {}  # by policy key (ns/name; ACNP:name, ANP:ns/name)
         self.lock = threading.RLock()
         # since the last reconcile: groups changed by member patches only, and policies that must be
@@ -157,6 +158,7 @@ class RuleCache:
                         new_list = [r if r.priority is None or self.prios.current(r) == r.of_priority else
                                     dataclasses.replace(r, of_priority=self.prios.current(r)) for r in cur]
                         if new_list != cur:
+                            self.priority_moves += sum(1 for r, n in zip(cur, new_list) if r is not n)
                             before += [r for r, n in zip(cur, new_list) if r is not n]
                             after += [n for r, n in zip(cur, new_list) if r is not n]
                             self.rules[k] = new_list

@@ -27,8 +27,7 @@ class _LiveState:
 
     def __init__(self, ctl: APIClient):
         self.ctl = ctl
-        self.policies = {p["namespace"] + "/" + p["name"]: cp.policy_from_dict(p)
-                         for p in ctl.get("/v1/networkpolicies")}
+        self.policies = {cp.policy_key_of(p): cp.policy_from_dict(p) for p in ctl.get("/v1/networkpolicies")}
         self.applied_to_groups = {g["name"]: cp.atg_from_dict(g) for g in ctl.get("/v1/appliedtogroups")}
         self.address_groups = {g["name"]: cp.ag_from_dict(g) for g in ctl.get("/v1/addressgroups")}
 
