@@ -16,7 +16,7 @@ body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 6px}
 .sub{color:#505a6b;margin:0 0 12px;font-size:14px}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600;font-size:13px}
-.Delivered{background:#1f8a4c}.Dropped{background:#c62828}.ForwardedOutOfOverlay{background:#8a6d1f}.Failed{background:#666}
+.Delivered{background:#1f8a4c}.Dropped{background:#c62828}.Rejected{background:#ad1457}.ForwardedOutOfOverlay{background:#8a6d1f}.Failed{background:#666}
 .card{background:#fff;border:1px solid #dde1ea;border-radius:8px;padding:12px 16px;margin:12px 0;overflow-x:auto}
 svg text{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif}
 table.obs{border-collapse:collapse;font-size:13px}
@@ -178,9 +178,9 @@ def _diagram(engine: Engine, path: Path) -> str:
             out.append(link_after(idx[-1]))
     out.append("</div>")
     o = path.outcome
-    color = {"Delivered": "#1f8a4c", "Dropped": "#c62828"}.get(o.action, "#8a6d1f")
+    color = {"Delivered": "#1f8a4c", "Dropped": "#c62828", "Rejected": "#c62828"}.get(o.action, "#8a6d1f")
     msg = f"{o.action} on {o.node}" + (f": Pod {o.pod}" if o.pod else "") + (
-        f" (table {o.table} {o.table_name})" if o.action == "Dropped" and o.table is not None else "")
+        f" (table {o.table} {o.table_name})" if o.action in ("Dropped", "Rejected") and o.table is not None else "")
     out.append(f'<div class="lbl verdict" style="color:{color}">{_e(msg)}</div>')
     return "".join(out)
 
@@ -238,6 +238,10 @@ def render_html(engine: Engine, spec: Any, paths: list[Path], docs: list[dict[st
                      f"{_e(o.reason)}</p>")
         if o.rules:
             parts.append(f'<p class="sub">policy rules: {_e("; ".join(o.rules))}</p>')
+        if o.allowed_by:  # Antrea-native rules: which one allowed it, which ones passed it on
+            parts.append(f'<p class="sub">allowed by: {_e("; ".join(o.allowed_by))}</p>')
+        if o.passed:
+            parts.append(f'<p class="sub">passed by: {_e("; ".join(o.passed))}</p>')
         parts.append(f'<div class="card">{_diagram(engine, p)}</div>')
         parts.append(f'<div class="card"><b>Antrea Traceflow observations</b>{_observations(d)}</div>')
         parts.append(f'<div class="card">{_details(engine, p)}</div>')

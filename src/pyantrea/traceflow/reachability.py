@@ -75,6 +75,10 @@ def _verdict(engine: Engine, a: Pod, b: Pod, ps: PortSpec) -> dict[str, Any]:
     d: dict[str, Any] = {"from": a.key, "to": b.key, "protocol": ps.protocol, "port": ps.port}
     if o.action == "Delivered" and o.pod == b.key:
         d["verdict"] = "allow"
+        if o.allowed_by or o.passed:  # Antrea-native rules decided: which ones
+            d["reason"] = {"node": o.node, "action": o.action,
+                           **({"allowedBy": list(o.allowed_by)} if o.allowed_by else {}),
+                           **({"passedBy": list(o.passed)} if o.passed else {})}
         return d
     d["verdict"] = "deny"
     reason: dict[str, Any] = {"node": o.node, "action": o.action}
@@ -87,6 +91,8 @@ def _verdict(engine: Engine, a: Pod, b: Pod, ps: PortSpec) -> dict[str, Any]:
         reason["networkPolicies"] = list(o.policies)
     if o.rules:
         reason["rules"] = list(o.rules)
+    if o.passed:
+        reason["passedBy"] = list(o.passed)
     if o.action == "Delivered" and o.pod != b.key:
         reason["message"] = f"delivered to {o.pod or o.port} instead"
     else:
