@@ -16,7 +16,9 @@ def cmd_validate(a: argparse.Namespace) -> int:
     for w in c.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"{a.dir}: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
-          f"{len(c.policies)} network policies: valid")
+          f"{len(c.policies)} network policies"
+          + (f", {len(c.antrea_policies)} Antrea-native policies, {len(c.tiers)} tiers, {len(c.groups)} groups"
+             if c.antrea_policies or c.tiers or c.groups else "") + ": valid")
     return 0
 
 

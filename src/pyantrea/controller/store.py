@@ -768,5 +768,5 @@ def raw_objects(raw: RawCluster) -> list[Any]:
 
 def load_stored(folder: str | Path) -> Cluster:
     """A folder of stored objects (the controller's state/) as a Cluster, nothing filled in."""
-    raw = load_folder(folder)
+    raw = load_folder(folder, gate=False)  # the API server admitted them (the AntreaPolicy gate included)
     return cluster_of(raw_objects(raw), raw.config)

@@ -1103,27 +1103,29 @@ def manifest_files(path: str | os.PathLike[str]) -> list[str]:
     return [os.path.join(root, n) for n in names]
 
 
-def load_folder(path: str | os.PathLike[str]) -> RawCluster:
-    """Read a cluster folder. Raises ManifestError listing every problem found (nothing is returned then)."""
+def load_folder(path: str | os.PathLike[str], gate: bool = True) -> RawCluster:
+    """Read a cluster folder. Raises ManifestError listing every problem found (nothing is returned then).
+    `gate=False`: Antrea-native objects are read whatever antrea-agent.conf says (objects an API server
+    already admitted, e.g. the controller's persisted state)."""
     root = str(path)
     if not os.path.isdir(root):
         raise ManifestError([f"{root}: not a directory (a cluster folder holds *.yaml manifests)"])
     files = manifest_files(root)
     conf_path = os.path.join(root, AGENT_CONF)
-    raw = load_files(files, conf_path if os.path.exists(conf_path) else None)
+    raw = load_files(files, conf_path if os.path.exists(conf_path) else None, gate=gate)
     if not files:
         raw = replace(raw, warnings=(f"{root}: no *.yaml or *.yml files",) + raw.warnings)
     return raw
 
 
-def load_files(files: list[str], conf: str | None = None) -> RawCluster:
+def load_files(files: list[str], conf: str | None = None, gate: bool = True) -> RawCluster:
     """Like load_folder, for an explicit list of manifest files (read in the given order) and an
     optional antrea-agent.conf. Used by load_folder and by readers of single manifests."""
     loader = _Loader()
     for f in files:
         loader.load_file(f)
     config = loader.load_agent_conf(conf) if conf else AgentConfig()
-    return loader.result(config, conf or "")
+    return loader.result(config, conf or "", gate=gate)
 
 
 def load_text(text: str, name: str, conf_text: str | None = None) -> RawCluster:

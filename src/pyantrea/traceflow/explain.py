@@ -400,8 +400,8 @@ class Explainer:
         action = got[0].action if got is not None else "?"
         port = f"{pkt.protocol.upper()}/{pkt.dport}" if pkt.dport is not None else pkt.protocol.upper()
         what = (f"{pkt.src} -> {pkt.dst} {port}" if pkt is not None else "the packet")
-        head = (f"The packet ({what}) completes conjunction {cid} at OpenFlow priority {h.priority}, the highest "
-                f"priority any {direction} rule matching it has: {label}.")
+        head = (f"The packet ({what}) completes conjunction {cid} at OpenFlow priority {h.priority}: the first "
+                f"{direction} rule it matches in tier, policy priority and rule order is {label}.")
         reg = "reg5" if direction == "egress" else "reg6"
         if action == "Allow":
             return f"{head} Allow: {reg}={cid} records the rule; on to {nxt}, past the remaining policy tables."
