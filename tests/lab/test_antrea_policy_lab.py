@@ -145,14 +145,24 @@ def test_matrix_by_real_probes(lab: Lab, name: str) -> None:
     case = CASES[name]
     lab.apply(case.manifests)
     try:
-        wrong = []
-        for proto, port in case.ports:
-            res = lab.matrix(proto, port)
-            assert len(res) == 72
-            for (a, b), r in sorted(res.items()):
-                want = EXPECT[proto][case.expect(a, b, proto, port)]
-                if r["result"] != want:
-                    wrong.append(f"{a} -> {b} {proto}/{port}: {r['result']} ({r['ms']} ms), want {want}")
+        def probe() -> list[str]:
+            wrong = []
+            for proto, port in case.ports:
+                res = lab.matrix(proto, port)
+                assert len(res) == 72
+                for (a, b), r in sorted(res.items()):
+                    want = EXPECT[proto][case.expect(a, b, proto, port)]
+                    if r["result"] != want:
+                        wrong.append(f"{a} -> {b} {proto}/{port}: {r['result']} ({r['ms']} ms), want {want}")
+            return wrong
+        wrong = probe()
+        if wrong:
+            # Seen once in a full CI run (one pair of 72, the reject case): the matrix right after the
+            # apply disagreed, as if a node had not yet converged. Probe again after a settle and report
+            # the first disagreement, so a convergence delay shows without hiding a wrong verdict.
+            print(f"\n{name}: first probe disagreed, probing again in 2 s:\n  " + "\n  ".join(wrong))
+            time.sleep(2)
+            wrong = probe()
         assert not wrong, "\n".join(wrong)
     finally:
         lab.apply(case.manifests, delete=True)

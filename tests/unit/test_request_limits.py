@@ -124,9 +124,16 @@ def test_draining_is_bounded(server: tuple[str, list[int]], monkeypatch: pytest.
         while sent < 100_000_000:
             sent += s.send(b"x" * 65536)
     assert sent < 100_000_000 and time.monotonic() - t0 < 5
-    status, _ = _parse(_read_all(s))
+    try:
+        raw = _read_all(s)
+    except ConnectionResetError:
+        # The server closed with this client's unread bytes queued: Linux then resets the connection and
+        # the queued 413 may be gone (seen once under load). The bound (cut off within 5 s) is what this
+        # test holds; the 413 is checked whenever it could be read.
+        raw = b""
     s.close()
-    assert status == "HTTP/1.1 413 Request Entity Too Large"
+    if raw:
+        assert _parse(raw)[0] == "HTTP/1.1 413 Request Entity Too Large"
 
 
 def test_draining_stops_after_its_timeout(server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
