@@ -44,8 +44,8 @@ import yaml
 from pyantrea.errors import ManifestError
 from pyantrea.lab import kubernetes as k8s
 from pyantrea.lab import netns
-from pyantrea.lab.http import request_json, wait_healthy
-from pyantrea.lab.lab import CONTROLLER_TIMEOUT, Lab, LabError, _tail, pyantrea_argv
+from pyantrea.lab.http import request_json
+from pyantrea.lab.lab import Lab, LabError, _tail, pyantrea_argv
 from pyantrea.lab.procs import ProcRef, start_detached, stop_all
 from pyantrea.lab.state import LabPaths, LabState, NodeState
 
@@ -226,22 +226,14 @@ class KubeLab(Lab):
         kc = self.paths.node_dir(n.name) / "pyantrea-agent.kubeconfig"
         return [*super().agent_argv(n), "--kubeconfig", str(kc)]
 
-    def start_controller(self) -> ProcRef:
-        d = self.paths.controller_dir
-        d.mkdir(parents=True, exist_ok=True)
+    def controller_argv(self) -> list[str]:
+        """The controller in Kubernetes mode, in the control-plane node's namespace."""
         cp = self.control_plane()
         kc = cp.client_kubeconfig("pyantrea-controller", cp.local_server)
         conf = self.agent_conf_path()
-        argv = netns.exec_argv(self.master_ns(), pyantrea_argv(
-            "controller", "--kubeconfig", str(kc), "--rundir", str(d), *(["--config", str(conf)] if conf else [])))
-        ref = start_detached(argv, d / "controller.log", pidfile=d / "controller.pid")
-        self.state.controller = ref
-        self.save()
-        if not wait_healthy(self.paths.controller_sock, CONTROLLER_TIMEOUT, alive=ref.alive):
-            why = "exited" if not ref.alive() else f"not healthy after {CONTROLLER_TIMEOUT:g} s"
-            raise LabError(f"controller {why} ({' '.join(argv)}); log {d / 'controller.log'}:\n"
-                           f"{_tail(d / 'controller.log')}")
-        return ref
+        return netns.exec_argv(self.master_ns(), pyantrea_argv(
+            "controller", "--kubeconfig", str(kc), "--rundir", str(self.paths.controller_dir),
+            *(["--config", str(conf)] if conf else [])))
 
     def kubelet_argv(self, n: NodeState) -> list[str]:
         return ["nsenter", f"--net={netns.NETNS_DIR / n.netns}", "--", sys.executable, "-m",

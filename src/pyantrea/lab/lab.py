@@ -247,10 +247,14 @@ class Lab:
             return r
         return None
 
+    def controller_argv(self) -> list[str]:
+        """The controller's command line (the Kubernetes lab runs it otherwise: `KubeLab`)."""
+        return pyantrea_argv("controller", "--cluster", self.state.folder, "--rundir", str(self.paths.controller_dir))
+
     def start_controller(self) -> ProcRef:
         d = self.paths.controller_dir
         d.mkdir(parents=True, exist_ok=True)
-        argv = pyantrea_argv("controller", "--cluster", self.state.folder, "--rundir", str(d))
+        argv = self.controller_argv()
         ref = start_detached(argv, d / "controller.log", pidfile=d / "controller.pid")
         self.state.controller = ref
         self.save()
