@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,7 +347,7 @@ class ObjectStore:
             if problems:
                 raise ManifestError(problems)
             changes += self._sync_endpoints(staged, styped, {c[0] for c in changes})
-            self._commit(changes)
+            self._commit(changes, typed=styped)
             return {"resourceVersion": self.rv, "results": results}
 
     def delete(self, text: str, what: str) -> dict[str, Any]:
@@ -393,7 +393,7 @@ class ObjectStore:
             if problems:
                 raise ManifestError(problems)
             changes += self._sync_endpoints(staged, styped, set(gone))
-            self._commit(changes)
+            self._commit(changes, typed=styped)
             return {"resourceVersion": self.rv, "results": [{"object": key_str(k), "action": "deleted"} for k in keys]}
 
     def set_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> int:
@@ -417,7 +417,7 @@ class ObjectStore:
             styped[k] = decode(new, f"status of {key_str(k)}")
             changes: list[tuple[ObjKey, dict[str, Any] | None]] = [(k, new)]
             changes += self._sync_endpoints(staged, styped, {k})
-            self._commit(changes)
+            self._commit(changes, typed=styped)
             return self.rv
 
     # ------------------------------------------------------------------------------ admission
@@ -669,7 +669,9 @@ class ObjectStore:
                 "metadata": {"name": name, "uid": str(uuid.uuid4()),
                              "labels": {"kubernetes.io/metadata.name": name}}}
 
-    def _commit(self, changes: list[tuple[ObjKey, dict[str, Any] | None]], persist: bool = True) -> None:
+    def _commit(self, changes: list[tuple[ObjKey, dict[str, Any] | None]], persist: bool = True,
+                typed: Mapping[ObjKey, Any] | None = None) -> None:
+        """Make `changes` the state. `typed`: the request's decoded values, so nothing is decoded twice."""
         if not changes:
             return
         events: list[Event] = []
@@ -687,7 +689,8 @@ class ObjectStore:
                     continue
                 new["metadata"]["resourceVersion"] = str(self.rv)
                 self.objects[k] = new
-                self.typed[k] = decode(new, f"{key_str(k)} (stored)")
+                t = typed.get(k) if typed is not None else None
+                self.typed[k] = t if t is not None else decode(new, f"{key_str(k)} (stored)")
                 self.index.setdefault((k[0], k[1]), set()).add(k)
                 events.append(Event(self.rv, "MODIFIED" if old is not None else "ADDED", k, new))
             self.log.extend(events)
@@ -713,10 +716,13 @@ class ObjectStore:
             decode(doc, where)
         with self._commit_lock:
             changes: list[tuple[ObjKey, dict[str, Any] | None]] = []
+            typed: dict[ObjKey, Any] = {}
             for doc, where in docs:
                 obj = decode(doc, where)
-                changes.append((self._key(doc, obj), doc))
-            self._commit(changes)
+                k = self._key(doc, obj)
+                typed[k] = obj
+                changes.append((k, doc))
+            self._commit(changes, typed=typed)
 
     def subscribe(self, listener: Callable[[list[Event]], None]) -> None:
         self.listeners.append(listener)
